@@ -1,0 +1,5 @@
+import sys
+
+from hpstudy.cli import main
+
+sys.exit(main())

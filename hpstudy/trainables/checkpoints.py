@@ -1,0 +1,98 @@
+"""Atomic, checksummed checkpoint files: one dict per epoch, newest good one wins.
+
+A file is ``torch.save`` bytes followed by a footer holding their SHA-256, so a truncated or
+bit-flipped file is detected before unpickling. Files are written to a temp name, fsynced and renamed,
+so a crash mid-write never leaves a half file under a real name. Loading uses ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_FOOTER = b"\nHPSTUDY-SHA256:"
+_NAME = re.compile(r"^epoch_(\d{4,})\.pt$")
+CHECKPOINT_KEYS = ("format", "config", "epoch", "model", "optimizer", "scheduler", "history",
+                   "rng", "data_order", "monitor")
+
+
+def checkpoint_path(directory: Path, epoch: int) -> Path:
+    return Path(directory) / f"epoch_{epoch:04d}.pt"
+
+
+def save_checkpoint(state: dict[str, Any], directory: Path, epoch: int, keep: int = 2) -> Path:
+    """Write ``state`` as epoch ``epoch`` atomically, then keep only the newest ``keep`` files."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    target = checkpoint_path(directory, epoch)
+    tmp = directory / f".{target.name}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.write(_FOOTER + hashlib.sha256(payload).hexdigest().encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (full disk, signal) leaves nothing behind
+        raise
+    _fsync_dir(directory)
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint files in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load one file; raises ValueError when it is truncated, altered or not a checkpoint."""
+    data = Path(path).read_bytes()
+    cut = data.rfind(_FOOTER)
+    if cut < 0:
+        raise ValueError(f"{path}: no checksum footer (truncated or not an hpstudy checkpoint)")
+    payload, digest = data[:cut], data[cut + len(_FOOTER):]
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError(f"{path}: checksum mismatch (damaged file)")
+    state = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{path}: not an hpstudy checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def load_latest(directory: Path) -> tuple[dict[str, Any], Path] | None:
+    """The newest readable checkpoint in ``directory``; damaged newer ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return read_checkpoint(path), path
+        except Exception as exc:  # any unreadable file: fall back to the previous one
+            log.warning("skipping damaged checkpoint %s: %s", path, exc)
+    return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,207 @@
+"""The training run: one function from a config to a result, reporting through a Reporter."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hpstudy.trainables import checkpoints, loader
+from hpstudy.trainables.config import ConfigError, TrainConfig
+from hpstudy.trainables.datasets import dataset_info
+from hpstudy.trainables.divergence import DivergenceMonitor
+from hpstudy.trainables.inits import apply_init
+from hpstudy.trainables.metrics import confusion_matrix, per_class_scores
+from hpstudy.trainables.models import build_model, check_input, count_parameters
+from hpstudy.trainables.optimizers import build_optimizer
+from hpstudy.trainables.reporting import NullReporter, Reporter, StopTrial
+from hpstudy.trainables.schedulers import build_scheduler
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+# History fields that measure the machine, not the training; excluded when comparing runs.
+TIMING_FIELDS = ("epoch_time_s", "images_per_s")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device", f"{name} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Everything that can be checked before any file is read or written (the model against the
+    dataset's input shape included)."""
+    cfg.validate()
+    resolve_device(cfg.device)
+    check_input(cfg, dataset_info(cfg.dataset, cfg.data_dir, cfg.image_size))
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Path | None = None,
+          resume_from: Path | None = None) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.dataset``; returns the result dict (also given to ``reporter.finish``).
+
+    checkpoint_dir: where each epoch's checkpoint is written (None: no checkpoints).
+    resume_from: a directory of checkpoints; the newest good one is continued from, if any.
+    """
+    reporter = reporter or NullReporter()
+    check_config(cfg)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    info = dataset_info(cfg.dataset, cfg.data_dir, cfg.image_size)
+    train_split, val_split, test_split = loader.load_splits(cfg, device)
+    normalize = loader.Normalizer(info, device, cfg.channels_last)
+
+    torch.manual_seed(cfg.seed)  # model init (and dropout from here on)
+    model = build_model(cfg, info)
+    apply_init(model, cfg.init)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
+    scheduler, per_step = build_scheduler(optimizer, cfg, steps_per_epoch)
+    monitor = DivergenceMonitor(info.num_classes, cfg.diverge_loss_factor, cfg.chance_warmup_steps)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+
+    found = checkpoints.load_latest(resume_from) if resume_from else None
+    if found:
+        state, path = found
+        _check_same_run(cfg, state["config"], path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        monitor.load_state_dict(state["monitor"])
+        history = list(state["history"])
+        start_epoch = state["epoch"]
+        _set_rng(state["rng"])
+        log.info("resumed from %s (epoch %d)", path, start_epoch)
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
+                else nullcontext())
+    status, reason = "completed", None
+    for epoch in range(start_epoch, cfg.epochs):
+        generator = loader.epoch_generator(cfg.seed, epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct_sum, seen = 0, 0
+        for images, labels in loader.train_batches(train_split, cfg.batch_size, generator):
+            x = normalize(images, cfg.augment, generator)
+            with autocast:
+                logits = model(x)
+                loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_step:
+                scheduler.step()
+            correct = int((logits.argmax(1) == labels).sum())
+            loss_value = float(loss.detach())
+            loss_sum += loss.detach().double() * len(labels)
+            correct_sum += correct
+            seen += len(labels)
+            reason = monitor.update(loss_value, correct, len(labels))
+            if reason:
+                break
+        train_time = time.perf_counter() - started
+        if reason:
+            status = reason.split(":")[0]  # "diverged" or "stalled"
+            log.info("%s", reason)
+            break
+        if not per_step:
+            scheduler.step()
+        val_loss, val_acc, _ = evaluate(model, val_split, normalize, info.num_classes, autocast)
+        metrics = {
+            "epoch": epoch + 1, "train_loss": float(loss_sum) / seen, "train_acc": correct_sum / seen,
+            "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+            "epoch_time_s": time.perf_counter() - started, "images_per_s": seen / train_time,
+        }
+        history.append(metrics)
+        if checkpoint_dir is not None:
+            _save(checkpoint_dir, cfg, epoch + 1, model, optimizer, scheduler, history, monitor)
+        try:
+            reporter.report(dict(metrics), checkpoint_dir)
+        except StopTrial as stop:
+            status, reason = "pruned", stop.reason
+            break
+
+    test_loss, test_acc, matrix = evaluate(model, test_split, normalize, info.num_classes, autocast)
+    result = {
+        "status": status, "reason": reason, "history": history, "config": cfg.to_dict(),
+        "param_count": count_parameters(model), "steps": monitor.step,
+        "steps_planned": steps_per_epoch * cfg.epochs, "classes": list(info.classes),
+        "test": {"test_loss": test_loss, "test_acc": test_acc, "confusion_matrix": matrix.tolist(),
+                 **per_class_scores(matrix)},
+    }
+    reporter.finish(result)
+    return result
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: loader.Split, normalize: loader.Normalizer, num_classes: int,
+             autocast=nullcontext()) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, confusion matrix) over a whole split, without augmentation."""
+    model.eval()
+    loss_sum, predictions = 0.0, []
+    for images, labels in loader.eval_batches(split):
+        with autocast:
+            logits = model(normalize(images))
+        loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+        predictions.append(logits.argmax(1))
+    predicted = torch.cat(predictions)
+    matrix = confusion_matrix(split.labels, predicted, num_classes).cpu()
+    accuracy = float((predicted == split.labels).float().mean())
+    return loss_sum / len(split), accuracy, matrix
+
+
+def _save(directory: Path, cfg: TrainConfig, epoch: int, model, optimizer, scheduler, history, monitor) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "history": history, "monitor": monitor.state_dict(),
+        "rng": _get_rng(),
+        # The data order of epoch e is drawn from loader.epoch_generator(seed, e): the next epoch and
+        # the seed are all the state it has.
+        "data_order": {"seed": cfg.seed, "next_epoch": epoch},
+    }
+    try:
+        checkpoints.save_checkpoint(state, directory, epoch, keep=cfg.keep_checkpoints)
+    except OSError as exc:
+        # Training goes on; a resume then starts from the newest good checkpoint, which is older.
+        log.warning("checkpoint for epoch %d not written: %s", epoch, exc)
+
+
+def _get_rng() -> dict[str, Any]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# Settings that may differ between a run and its resumption without changing what it computes.
+_RESUME_MAY_DIFFER = {"epochs", "data_dir", "download", "device", "threads", "keep_checkpoints"}
+
+
+def _check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:
+    current = cfg.to_dict()
+    for key, value in saved.items():
+        if key not in _RESUME_MAY_DIFFER and current.get(key) != value:
+            raise ConfigError(key, f"differs from the checkpoint {path} ({current.get(key)!r} vs "
+                                   f"{value!r}); use another --out directory or drop --resume")
