@@ -110,6 +110,81 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0  # a run that diverged or stalled still ran as asked; its result says so
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (got {text!r})") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return values
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hpstudy.studies.report import best_trial_summary, results_table
+    from hpstudy.studies.runner import RunSettings, plan_run, run_study
+
+    overrides = {k: getattr(args, k) for k in ("train_size", "val_size", "test_size") if getattr(args, k) is not None}
+    settings = RunSettings(
+        definition=args.definition, study_name=args.study_name, storage=args.storage, sampler=args.sampler,
+        pruner=args.pruner, n_trials=args.n_trials, epochs=args.epochs, seeds=args.seeds, seed=args.seed,
+        overrides=overrides, max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address,
+        mlflow_tracking_uri=args.mlflow_tracking_uri, data_dir=args.data_dir, workdir=args.workdir)
+    plan = plan_run(settings)
+    for warning in plan.warnings:
+        print(f"hpstudy: warning: {warning}", file=sys.stderr)
+    print(f"hpstudy run: study {plan.study_name!r} ({plan.definition.name}: {plan.sampler} sampler, "
+          f"{plan.pruner} pruner, {plan.target} trials, {plan.epochs} epochs) in {settings.storage}; "
+          f"MLflow {settings.mlflow_tracking_uri}", flush=True)
+    study = run_study(plan)
+    print()
+    print(results_table(study))
+    print()
+    print(best_trial_summary(study))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpstudy.studies.report import log_report_to_mlflow, write_report
+    from hpstudy.studies.runner import _check_storage_url, _existing_study, RunSettings
+
+    settings = RunSettings(study_name=args.study_name, storage=args.storage)
+    _check_storage_url(args.storage)
+    _, direction = _existing_study(settings)
+    if direction is None:
+        raise UsageError(f"study-name: no study {args.study_name!r} in {args.storage}")
+    study = optuna.load_study(study_name=args.study_name, storage=args.storage)
+    _check_writable(Path(args.out))
+    files = write_report(study, Path(args.out))
+    logged = log_report_to_mlflow(study, files)
+    print(f"wrote {files[0]}" + (" and logged it to the study's MLflow run" if logged else ""))
+    return 0
+
+
+def cmd_studies(args: argparse.Namespace) -> int:
+    from hpstudy.search_spaces import SPACES, grid_size
+    from hpstudy.studies.builtin import STUDIES
+
+    for name, d in STUDIES.items():
+        space = SPACES[d.space]
+        size = f"{grid_size(space.grid)}-point grid" if space.grid and d.sampler == "grid" else f"{d.n_trials} trials"
+        model = d.base.get("model", "(searched)")
+        print(f"{name:24s} {d.base.get('dataset', '?'):12s} {str(model):14s} {d.sampler:6s} {d.pruner:9s} "
+              f"{size:16s} {d.base['epochs']:>3} epochs  {d.description}")
+    return 0
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from hpstudy.search_spaces import SPACES
+
+    for name, space in SPACES.items():
+        print(f"{name:22s} {space.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hpstudy", description="Hyperparameter studies for classic deep-learning experiments.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -120,6 +195,39 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="output directory (default: runs/<model>-<dataset>-<optimizer>-...)")
     train.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
     train.set_defaults(func=cmd_train)
+
+    run = sub.add_parser("run", help="run (or continue) a study: Optuna decides, Ray Tune trains, MLflow logs",
+                         description="Run a study definition (see `hpstudy studies`), or continue the study "
+                                     "named by --study-name in --storage.")
+    run.add_argument("definition", nargs="?", help="a study definition; optional when continuing a study")
+    run.add_argument("--study-name", help="Optuna study name (default: the definition's name)")
+    run.add_argument("--storage", default="sqlite:///hpstudy.db", help="Optuna storage URL (default: %(default)s)")
+    run.add_argument("--sampler", help="grid | tpe | random | qmc (default: the definition's)")
+    run.add_argument("--pruner", help="none | median | percentile | hyperband | sha | wilcoxon")
+    run.add_argument("--n-trials", type=int, help="trials to end with (grid: at most its size)")
+    run.add_argument("--epochs", type=int, help="epochs per trial (default: the definition's)")
+    run.add_argument("--seeds", type=_int_list, help="repeat every configuration per seed, e.g. 0,1,2")
+    run.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: %(default)s)")
+    run.add_argument("--train-size", type=int, help="train on a subset (e.g. 800) to run on a laptop")
+    run.add_argument("--val-size", type=int)
+    run.add_argument("--test-size", type=int)
+    run.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
+    run.add_argument("--cpus-per-trial", type=float, default=1.0, help="also the torch threads (default: 1)")
+    run.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on a GPU")
+    run.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"), help="an existing Ray cluster")
+    run.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    run.add_argument("--data-dir", help="pre-staged datasets (default: ~/.cache/hpstudy/data)")
+    run.add_argument("--workdir", default="hpstudy-runs", help="Ray results and checkpoints, MLflow artifacts")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="Markdown report with figures for a study, logged to MLflow too")
+    report.add_argument("--study-name", required=True)
+    report.add_argument("--storage", default="sqlite:///hpstudy.db")
+    report.add_argument("--out", required=True, help="directory for report.md and its PNG figures")
+    report.set_defaults(func=cmd_report)
+
+    sub.add_parser("studies", help="list the built-in study definitions").set_defaults(func=cmd_studies)
+    sub.add_parser("spaces", help="list the search spaces").set_defaults(func=cmd_spaces)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Study definitions by name, the runner (Optuna + Ray Tune + MLflow) and reports."""

@@ -1,0 +1,27 @@
+"""A study definition is data: which trainable settings are fixed, which space is searched, how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from hpstudy.trainables.trainable import DIRECTION, METRIC
+
+SAMPLERS = ("grid", "tpe", "random", "qmc")
+PRUNERS = ("none", "median", "percentile", "hyperband", "sha", "wilcoxon")
+
+
+@dataclass(frozen=True)
+class StudyDefinition:
+    name: str
+    description: str
+    space: str  # a key of hpstudy.search_spaces.SPACES
+    base: Mapping[str, Any]  # fixed TrainConfig fields (dataset, model, epochs, train_size, ...)
+    sampler: str = "grid"
+    pruner: str = "none"
+    n_trials: int | None = None  # None: the grid size (grid) -- required for the other samplers
+    table: tuple[str, str] | None = None  # parameters for rows and columns of the report's results table
+    metric: str = METRIC
+    direction: str = DIRECTION
+    notes: str = ""  # where the classic experiment comes from, what to expect
+    tags: tuple[str, ...] = field(default=())

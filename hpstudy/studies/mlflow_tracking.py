@@ -1,0 +1,141 @@
+"""MLflow: one experiment per study, a parent run per study, a nested child run per trial.
+
+Ray's MLflowLoggerCallback logs one run per Ray trial, but cannot tag it with its Optuna trial number,
+state and prune reason, nor nest it under a study run, so this small callback does that. All logging
+happens in the driver, batched (``log_batch``: one call per epoch, not one per metric).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from ray.tune.callback import Callback
+
+from hpstudy.studies.optuna_tune import StudyBridge
+from hpstudy.trainables.outputs import write_run_outputs
+
+STUDY_TAG = "hpstudy.study"
+_EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
+
+
+def local_artifact_root(tracking_uri: str, workdir: Path) -> str | None:
+    """Where a local (sqlite/file) store keeps artifacts: under the work dir, not the current dir."""
+    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
+        return (workdir / "mlartifacts").resolve().as_uri()
+    return None  # a tracking server decides itself
+
+
+def open_parent_run(client: MlflowClient, study_name: str, workdir: Path, tracking_uri: str,
+                    parent_run_id: str | None, params: dict[str, Any]) -> tuple[str, str]:
+    """(experiment id, parent run id): created on the first run of a study, reopened when it continues."""
+    experiment = client.get_experiment_by_name(study_name)
+    if experiment is None:
+        experiment_id = client.create_experiment(study_name, local_artifact_root(tracking_uri, workdir),
+                                                 tags={STUDY_TAG: study_name})
+    else:
+        experiment_id = experiment.experiment_id
+    if parent_run_id:
+        client.update_run(parent_run_id, status="RUNNING")
+        return experiment_id, parent_run_id
+    run = client.create_run(experiment_id, run_name=f"study {study_name}",
+                            tags={STUDY_TAG: study_name, "hpstudy.role": "study"})
+    client.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in params.items()])
+    return experiment_id, run.info.run_id
+
+
+def close_stale_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> int:
+    """Child runs a killed driver left RUNNING are marked KILLED (they continue as new runs)."""
+    stale = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    count = 0
+    for run in stale:
+        if run.info.run_id != parent_run_id:
+            client.set_tag(run.info.run_id, "hpstudy.state", "INTERRUPTED")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            count += 1
+    return count
+
+
+class MlflowTrialLogger(Callback):
+    def __init__(self, client: MlflowClient, experiment_id: str, parent_run_id: str, bridge: StudyBridge):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.bridge = bridge
+        self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        optuna_trial = self.bridge.trials.get(trial.trial_id)
+        if optuna_trial is None or trial.trial_id in self.runs:
+            return
+        number = optuna_trial.number
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {number}", tags={
+            "mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.bridge.study.study_name,
+            "optuna.trial_number": str(number), "ray.trial_id": trial.trial_id})
+        self.runs[trial.trial_id] = run.info.run_id
+        params = {k: v for k, v in trial.config.items() if k != "resume_from"}
+        self.client.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in sorted(params.items())])
+        optuna_trial.set_user_attr("mlflow_run_id", run.info.run_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        run_id = self.runs.get(trial.trial_id)
+        if run_id is None or result.get("final") or "epoch" not in result:
+            return
+        now = int(time.time() * 1000)
+        step = int(result["epoch"])
+        metrics = [Metric(k, float(result[k]), now, step) for k in _EPOCH_METRICS if k in result]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, "FAILED")
+
+    def _finish(self, trial, mlflow_status: str) -> None:
+        run_id = self.runs.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        # The searcher has told Optuna by now (Tune calls the searcher before callbacks).
+        study = self.bridge.study
+        number = int(trial.config["optuna_trial_number"])
+        frozen = study.get_trials(deepcopy=False)[number]
+        tags = [RunTag("optuna.state", frozen.state.name),
+                RunTag("hpstudy.status", str(frozen.user_attrs.get("status", ""))),
+                RunTag("hpstudy.reason", str(frozen.user_attrs.get("reason", "")))]
+        metrics = []
+        now = int(time.time() * 1000)
+        if frozen.value is not None:
+            metrics.append(Metric("best_val_acc", frozen.value, now, 0))
+        test = frozen.user_attrs.get("test")
+        if test:
+            metrics += [Metric("test_loss", test["test_loss"], now, 0), Metric("test_acc", test["test_acc"], now, 0)]
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        final = _final_from_last(trial.last_result)
+        if final is not None:
+            with tempfile.TemporaryDirectory(prefix="hpstudy-mlflow-") as tmp:
+                for path in write_run_outputs(final, Path(tmp)):
+                    self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, status=mlflow_status if frozen.state.name != "FAIL" else "FAILED")
+
+
+def finish_parent_run(client: MlflowClient, parent_run_id: str, best_value: float | None, status: str) -> None:
+    if best_value is not None:
+        client.log_metric(parent_run_id, "best_val_acc", best_value)
+    client.set_terminated(parent_run_id, status=status)
+
+
+def _final_from_last(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    if result and result.get("final") and "result_json" in result:
+        return json.loads(result["result_json"])
+    return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+

@@ -1,0 +1,190 @@
+"""Optuna drives, Ray Tune executes.
+
+Ray's own OptunaSearch creates its study with a NopPruner, cannot take a grid, and keeps the study to
+itself. Here the study lives in the user's storage and keeps its sampler and pruner:
+
+- ``OptunaSearcher`` (a Tune Searcher) asks the study for each new trial (enqueued trials first, then
+  the sampler: grid, TPE, random, QMC), and tells it the outcome;
+- ``OptunaPruningScheduler`` (a Tune TrialScheduler) reports each epoch's value to the Optuna trial
+  and asks the study's pruner; "prune" stops the Ray trial at once, freeing its worker.
+Both share one ``StudyBridge`` holding the Ray-trial-id -> Optuna-trial map. Everything runs in the
+driver process, so a SQLite storage has a single writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.callback import Callback
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from hpstudy.trainables.config import ConfigError, TrainConfig
+from hpstudy.trainables.trainable import METRIC, RESUME_KEY
+
+log = logging.getLogger(__name__)
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+REQUEUED = "requeued_as"  # user attr of a FAILed trial whose point was enqueued again
+
+
+@dataclass
+class StudyBridge:
+    study: optuna.Study
+    suggest: Callable[[optuna.Trial], dict[str, Any]]
+    base: dict[str, Any]  # fixed TrainConfig fields (dataset, model, epochs, threads, data_dir, ...)
+    target: int  # trials the study should end with (grid size x seeds, or n_trials)
+    trials: dict[str, optuna.Trial] = field(default_factory=dict)  # Ray trial id -> Optuna trial
+    histories: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # per epoch
+    prune_reasons: dict[str, str] = field(default_factory=dict)
+
+    def remaining(self) -> int:
+        """Trials still to start: the target minus trials that count (finished, running, queued)."""
+        counted = 0
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state == TrialState.FAIL and REQUEUED in t.user_attrs:
+                continue  # its point is queued again and counted through the new trial
+            counted += 1
+        return self.target - counted
+
+
+class OptunaSearcher(Searcher):
+    def __init__(self, bridge: StudyBridge):
+        super().__init__()
+        self.bridge = bridge
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # metric and direction come from the study
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        bridge = self.bridge
+        while bridge.remaining() > 0 or self._has_waiting():
+            trial = bridge.study.ask()  # WAITING (enqueued) trials first, then the sampler
+            params = bridge.suggest(trial)
+            values = {**bridge.base, **params}
+            try:
+                TrainConfig.from_dict(values)
+            except ConfigError as exc:  # a sampled combination the engine rejects: record it, ask again
+                trial.set_user_attr("status", "failed")
+                trial.set_user_attr("reason", f"invalid configuration: {exc}")
+                bridge.study.tell(trial, state=TrialState.FAIL)
+                continue
+            trial.set_user_attr("ray_trial_id", trial_id)
+            bridge.trials[trial_id] = trial
+            bridge.histories[trial_id] = {}
+            config = {**values, "optuna_trial_number": trial.number}
+            if trial.user_attrs.get(RESUME_KEY):
+                config[RESUME_KEY] = trial.user_attrs[RESUME_KEY]
+            return config
+        return Searcher.FINISHED
+
+    def _has_waiting(self) -> bool:
+        return bool(self.bridge.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        bridge = self.bridge
+        trial = bridge.trials.pop(trial_id, None)
+        if trial is None:
+            return
+        history = [row for _, row in sorted(bridge.histories.pop(trial_id, {}).items())]
+        final = _final_result(result)
+        if final is not None:
+            history = final["history"]
+            _set_attrs(trial, {"history": history, "test": final["test"], "classes": final["classes"],
+                               "param_count": final["param_count"], "status": final["status"],
+                               "reason": final["reason"] or ""})
+        else:
+            trial.set_user_attr("history", history)
+        if error:
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", "the trainable raised (after Ray's retries); see the Ray trial log")
+            bridge.study.tell(trial, state=TrialState.FAIL)
+        elif trial_id in bridge.prune_reasons:
+            trial.set_user_attr("status", "pruned")
+            trial.set_user_attr("reason", bridge.prune_reasons.pop(trial_id))
+            bridge.study.tell(trial, state=TrialState.PRUNED)
+        elif final is not None and final["status"] == "completed":
+            bridge.study.tell(trial, _best(history, bridge.study.direction))
+        elif final is not None:  # diverged or stalled inside an epoch: pruned, with the engine's reason
+            bridge.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            # Stopped without a final result (driver shutting down): leave it RUNNING for
+            # recover_interrupted(), which re-queues it with its checkpoint.
+            return
+
+
+class OptunaPruningScheduler(FIFOScheduler):
+    """Reports every epoch to Optuna and applies the study's pruner at the epoch boundary."""
+
+    def __init__(self, bridge: StudyBridge):
+        super().__init__()
+        self.bridge = bridge
+
+    def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
+        bridge = self.bridge
+        optuna_trial = bridge.trials.get(trial.trial_id)
+        if optuna_trial is None or result.get("final") or METRIC not in result:
+            return TrialScheduler.CONTINUE
+        epoch = int(result["epoch"])
+        value = float(result[METRIC])
+        # Keyed by epoch: a trial retried from its checkpoint may report an epoch again (Optuna
+        # itself keeps the first report of a step and ignores the repeat).
+        bridge.histories[trial.trial_id][epoch] = {k: result[k] for k in _HISTORY_KEYS if k in result}
+        optuna_trial.report(value, step=epoch)
+        if epoch < int(bridge.base["epochs"]) and optuna_trial.should_prune():
+            pruner = type(bridge.study.pruner).__name__
+            bridge.prune_reasons[trial.trial_id] = f"pruned by {pruner} at epoch {epoch}: {METRIC} {value:.4f}"
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+
+class CheckpointRecorder(Callback):
+    """Keeps each Optuna trial's newest checkpoint location, so an interrupted trial can continue."""
+
+    def __init__(self, bridge: StudyBridge):
+        self.bridge = bridge
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        optuna_trial = self.bridge.trials.get(trial.trial_id)
+        if optuna_trial is not None:
+            optuna_trial.set_user_attr("checkpoint", checkpoint.path)
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Trials left RUNNING by a driver that died: mark them FAIL and queue their parameters again with
+    their newest checkpoint, so the next run continues them. Returns the numbers re-queued."""
+    requeued = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        attrs = {RESUME_KEY: frozen.user_attrs.get("checkpoint"), "retry_of": frozen.number}
+        study.enqueue_trial(frozen.params, user_attrs={k: v for k, v in attrs.items() if v is not None})
+        trial.set_user_attr("status", "failed")
+        trial.set_user_attr("reason", "interrupted: the driver stopped; re-queued to continue from its checkpoint")
+        trial.set_user_attr(REQUEUED, True)
+        study.tell(trial, state=TrialState.FAIL)
+        requeued.append(frozen.number)
+    return requeued
+
+
+_HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
+
+
+def _final_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not result or not result.get("final") or "result_json" not in result:
+        return None
+    return json.loads(result["result_json"])
+
+
+def _best(history: list[dict[str, Any]], direction: optuna.study.StudyDirection) -> float:
+    values = [h[METRIC] for h in history]
+    return max(values) if direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
+
+
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)

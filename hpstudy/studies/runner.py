@@ -1,0 +1,309 @@
+"""`hpstudy run`: validate everything, then open the study, MLflow and Ray, and let Tune run the trials.
+
+The Optuna storage is the source of truth. The definition and the settings that shape results are kept
+on the study (user attr "hpstudy"), so `hpstudy run --study-name NAME --storage URL` continues a study
+without its definition being named again; a continuation that asks for a different definition, sampler,
+pruner, direction, epochs or data setting is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from hpstudy.search_spaces import SPACES, grid_size
+from hpstudy.studies.builtin import STUDIES
+from hpstudy.studies.definition import PRUNERS, SAMPLERS, StudyDefinition
+from hpstudy.trainables.config import ConfigError, TrainConfig
+from hpstudy.trainables.engine import check_config
+from hpstudy.trainables.datasets import load_split
+
+log = logging.getLogger(__name__)
+
+ATTR = "hpstudy"
+# Settings that shape a study's results: fixed once the study has run.
+STUDY_SETTINGS = ("sampler", "pruner", "n_trials", "epochs", "seeds", "seed", "overrides")
+# Data-size overrides a laptop run may set (kept with the study).
+OVERRIDABLE = ("train_size", "val_size", "test_size", "dataset")
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    definition: str | None = None
+    study_name: str | None = None
+    storage: str = "sqlite:///hpstudy.db"
+    sampler: str | None = None  # None: the definition's
+    pruner: str | None = None
+    n_trials: int | None = None  # None: the definition's (grid: its size)
+    epochs: int | None = None
+    seeds: tuple[int, ...] | None = None  # repeat every configuration per seed (grid studies)
+    seed: int = 0  # the sampler's seed
+    overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"train_size": 800, "val_size": 100}
+    max_concurrent: int | None = None  # None: as many as the resources allow
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    ray_address: str | None = None
+    mlflow_tracking_uri: str = "sqlite:///mlflow.db"
+    data_dir: str | None = None
+    workdir: str = "hpstudy-runs"  # Ray results (checkpoints) and local MLflow artifacts
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a validated run needs."""
+
+    settings: RunSettings
+    study_name: str
+    definition: StudyDefinition
+    sampler: str
+    pruner: str
+    epochs: int
+    grid: dict[str, list[Any]] | None
+    target: int
+    base: dict[str, Any]
+    seeds: tuple[int, ...] | None
+    overrides: dict[str, Any]
+    stored: dict[str, Any] | None  # the study's "hpstudy" attr when it exists
+    warnings: tuple[str, ...] = ()
+
+    def study_attr(self) -> dict[str, Any]:
+        return {"definition": self.definition.name, "table": list(self.definition.table or []) or None,
+                "metric": self.definition.metric, "direction": self.definition.direction,
+                "settings": {"sampler": self.sampler, "pruner": self.pruner, "n_trials": self.target,
+                             "epochs": self.epochs, "seeds": list(self.seeds) if self.seeds else None,
+                             "seed": self.settings.seed, "overrides": self.overrides}}
+
+    def suggest(self):
+        space = SPACES[self.definition.space]
+        if not self.seeds:
+            return space.suggest
+        seeds = list(self.seeds)
+
+        def suggest_with_seed(trial: optuna.Trial) -> dict[str, Any]:
+            return {**space.suggest(trial), "seed": trial.suggest_categorical("seed", seeds)}
+
+        return suggest_with_seed
+
+
+# ---------------------------------------------------------------------------------------- validation
+
+def plan_run(settings: RunSettings) -> Plan:
+    """Check every input without writing anything; raises ConfigError naming the field."""
+    _check_storage_url(settings.storage)
+    stored, direction = _existing_study(settings)
+    name = settings.definition or (stored or {}).get("definition")
+    if name is None:
+        if settings.study_name and stored is None and direction is not None:
+            raise ConfigError("definition", f"study {settings.study_name!r} exists but was not made by hpstudy: "
+                                            f"name a definition to run in it (see `hpstudy studies`)")
+        raise ConfigError("definition", "name a study definition (see `hpstudy studies`) or an existing "
+                                        "--study-name to continue")
+    if name not in STUDIES:
+        raise ConfigError("definition", f"unknown definition {name!r} (choose from: {', '.join(STUDIES)})")
+    definition = STUDIES[name]
+    if stored and stored["definition"] != name:
+        raise ConfigError("definition", f"study {settings.study_name!r} runs {stored['definition']!r}, not {name!r}")
+    if direction is not None and direction != definition.direction:
+        raise ConfigError("direction", f"study {settings.study_name!r} was created to {direction}, but "
+                                       f"{name} {definition.direction}s {definition.metric}")
+    previous = (stored or {}).get("settings", {})
+    sampler = _fixed("sampler", settings.sampler, previous, definition.sampler)
+    pruner = _fixed("pruner", settings.pruner, previous, definition.pruner)
+    epochs = _fixed("epochs", settings.epochs, previous, int(definition.base["epochs"]))
+    seeds = _fixed("seeds", list(settings.seeds) if settings.seeds else None, previous, None)
+    overrides = _fixed("overrides", settings.overrides or None, previous, None) or {}
+    if sampler not in SAMPLERS:
+        raise ConfigError("sampler", f"unknown sampler {sampler!r} (choose from: {', '.join(SAMPLERS)})")
+    if pruner not in PRUNERS:
+        raise ConfigError("pruner", f"unknown pruner {pruner!r} (choose from: {', '.join(PRUNERS)})")
+    if epochs < 1:
+        raise ConfigError("epochs", f"must be >= 1 (got {epochs})")
+    for key in overrides:
+        if key not in OVERRIDABLE:
+            raise ConfigError(key, f"cannot be overridden (only {', '.join(OVERRIDABLE)})")
+    space = SPACES[definition.space]
+    grid = {k: list(v) for k, v in space.grid.items()} if space.grid else None
+    if seeds:
+        if sampler != "grid":
+            raise ConfigError("seeds", "repeating every configuration per seed needs --sampler grid")
+        grid = {**(grid or {}), "seed": list(seeds)}
+    if sampler == "grid" and grid is None:
+        raise ConfigError("sampler", f"grid needs a search space with a grid; space {definition.space} has none "
+                                     f"(use tpe, random or qmc)")
+    for label, value in (("cpus_per_trial", settings.cpus_per_trial), ("gpus_per_trial", settings.gpus_per_trial)):
+        if value < 0 or (label == "cpus_per_trial" and value <= 0):
+            raise ConfigError(label, f"must be > 0 (got {value})" if label == "cpus_per_trial" else f"must be >= 0 (got {value})")
+    if settings.max_concurrent is not None and settings.max_concurrent < 1:
+        raise ConfigError("max_concurrent", f"must be >= 1 (got {settings.max_concurrent})")
+    warnings = []
+    n_trials = settings.n_trials if settings.n_trials is not None else previous.get("n_trials", definition.n_trials)
+    if n_trials is not None and n_trials < 1:
+        raise ConfigError("n_trials", f"must be >= 1 (got {n_trials})")
+    if sampler == "grid":
+        size = grid_size(grid)
+        target = min(n_trials, size) if n_trials else size
+        if target < size:
+            warnings.append(f"the grid has {size} points; --n-trials {target} leaves {size - target} of them unrun")
+    else:
+        if n_trials is None:
+            raise ConfigError("n_trials", f"sampler {sampler} needs --n-trials")
+        target = n_trials
+    data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
+    base = {**definition.base, **overrides, "epochs": epochs, "threads": max(1, int(settings.cpus_per_trial))}
+    if data_dir:
+        base["data_dir"] = data_dir
+    if settings.gpus_per_trial == 0:
+        base["device"] = "cpu"
+    cfg = TrainConfig.from_dict(base | _first_point(space, grid))
+    check_config(cfg)  # names, ranges, and the model against the dataset's input shape
+    load_split(cfg.dataset, True, cfg.data_dir, cfg.download, cfg.image_size)  # missing data: fail now
+    return Plan(settings=settings, study_name=settings.study_name or name, definition=definition, sampler=sampler,
+                pruner=pruner, epochs=epochs, grid=grid, target=target, base=base,
+                seeds=tuple(seeds) if seeds else None, overrides=overrides, stored=stored, warnings=tuple(warnings))
+
+
+def _fixed(key: str, asked: Any, previous: dict[str, Any], default: Any) -> Any:
+    """A results-shaping setting: the stored value wins; asking for another one is an error."""
+    if key in previous and previous[key] is not None:
+        if asked is not None and asked != previous[key]:
+            raise ConfigError(key, f"this study was run with {key}={previous[key]!r}; it cannot change to "
+                                   f"{asked!r} (drop the option or use another --study-name)")
+        return previous[key]
+    return asked if asked is not None else default
+
+
+def _check_storage_url(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise ConfigError("storage", f"{url}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise ConfigError("storage", f"{url}: directory {parent} is not writable")
+        return
+    if url.startswith(("postgresql://", "postgresql+psycopg://", "mysql://", "mysql+pymysql://")):
+        return
+    raise ConfigError("storage", f"unsupported storage URL {url!r} (use sqlite:///FILE or postgresql://USER@HOST/DB)")
+
+
+def _existing_study(settings: RunSettings) -> tuple[dict[str, Any] | None, str | None]:
+    """(the study's hpstudy attr, its direction) when the study exists; (None, None) otherwise.
+    Never creates a SQLite file that is not there yet."""
+    if not settings.study_name:
+        return None, None
+    if settings.storage.startswith("sqlite:///") and not Path(settings.storage[len("sqlite:///"):]).exists():
+        return None, None
+    try:
+        storage = optuna.storages.get_storage(settings.storage)
+        summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    except Exception as exc:  # unreachable server, bad credentials, not a database
+        raise ConfigError("storage", f"cannot open {settings.storage}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    summary = summaries.get(settings.study_name)
+    if summary is None:
+        return None, None
+    return summary.user_attrs.get(ATTR), summary.direction.name.lower()
+
+
+def _first_point(space, grid) -> dict[str, Any]:
+    """One point of the space, drawn in memory, to validate the settings against before running."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    params = space.suggest(trial)
+    if grid and "seed" in grid:
+        params["seed"] = grid["seed"][0]
+    return params
+
+
+# ---------------------------------------------------------------------------------------- running
+
+def run_study(plan: Plan) -> optuna.Study:
+    """Run the planned study to its target; returns the study (reload it for the final state)."""
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from hpstudy.studies import mlflow_tracking
+    from hpstudy.studies.optuna_tune import (CheckpointRecorder, OptunaPruningScheduler, OptunaSearcher,
+                                             StudyBridge, recover_interrupted)
+    from hpstudy.studies.progress import ProgressPrinter
+    from hpstudy.studies.samplers import make_pruner, make_sampler
+    from hpstudy.trainables.trainable import tune_trainable
+
+    settings = plan.settings
+    # Tune's experiment snapshot is not the source of truth here (Optuna's storage is): its warning
+    # about snapshotting "too often" with CheckpointConfig(num_to_keep) is noise for our users.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    workdir = Path(settings.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sampler = make_sampler(plan.sampler, plan.grid, settings.seed)
+    pruner = make_pruner(plan.pruner, plan.epochs)
+    study = optuna.create_study(study_name=plan.study_name, storage=settings.storage, sampler=sampler,
+                                pruner=pruner, direction=plan.definition.direction, load_if_exists=True)
+    attr = dict(plan.stored or plan.study_attr())
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    parent = (attr.get("mlflow") or {}).get("parent_run_id")
+    experiment_id, parent_run_id = mlflow_tracking.open_parent_run(
+        client, plan.study_name, workdir, settings.mlflow_tracking_uri, parent,
+        {"definition": plan.definition.name, "sampler": plan.sampler, "pruner": plan.pruner,
+         "epochs": plan.epochs, "n_trials": plan.target, "space": plan.definition.space,
+         "storage": settings.storage, **{f"base.{k}": v for k, v in plan.base.items()}})
+    attr["mlflow"] = {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id,
+                      "parent_run_id": parent_run_id}
+    study.set_user_attr(ATTR, attr)
+
+    requeued = recover_interrupted(study)
+    if requeued:
+        print(f"continuing {len(requeued)} interrupted trial(s) from their checkpoints: {requeued}", flush=True)
+    closed = mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id)
+    if closed:
+        log.info("marked %d MLflow run(s) of the interrupted driver KILLED", closed)
+
+    bridge = StudyBridge(study=study, suggest=plan.suggest(), base=plan.base, target=plan.target)
+    remaining = bridge.remaining() + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+    status = "FINISHED"
+    started_ray = False
+    try:
+        if remaining > 0:
+            if not ray.is_initialized():
+                # Worker output stays in Ray's log folder: the terminal shows one line per finished trial.
+                ray.init(address=settings.ray_address, include_dashboard=False, logging_level=logging.WARNING,
+                         log_to_driver=False)
+                started_ray = True
+            resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+            tuner = tune.Tuner(
+                tune.with_resources(tune_trainable, resources),
+                tune_config=tune.TuneConfig(
+                    search_alg=OptunaSearcher(bridge), scheduler=OptunaPruningScheduler(bridge),
+                    num_samples=remaining, max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
+                    trial_dirname_creator=lambda t: f"optuna-{t.config['optuna_trial_number']:04d}"),
+                run_config=tune.RunConfig(
+                    name=f"{plan.study_name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(workdir / "ray"),
+                    failure_config=tune.FailureConfig(max_failures=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    callbacks=[CheckpointRecorder(bridge), mlflow_tracking.MlflowTrialLogger(
+                        client, experiment_id, parent_run_id, bridge), ProgressPrinter(bridge)],
+                    verbose=0))
+            tuner.fit()
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        # Whatever stopped us, no trial stays RUNNING: the next run continues them from checkpoints.
+        left = recover_interrupted(study)
+        if left:
+            status = "KILLED"
+            print(f"stopped with {len(left)} trial(s) unfinished; run the same command to continue them", flush=True)
+        try:
+            best = study.best_value
+        except ValueError:
+            best = None
+        mlflow_tracking.finish_parent_run(client, parent_run_id, best, status)
+        if started_ray:
+            ray.shutdown()
+    return study
