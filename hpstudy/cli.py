@@ -149,11 +149,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     import optuna
 
     from hpstudy.studies.report import log_report_to_mlflow, write_report
-    from hpstudy.studies.runner import _check_storage_url, _existing_study, RunSettings
+    from hpstudy.studies.runner import check_storage_url, existing_study
 
-    settings = RunSettings(study_name=args.study_name, storage=args.storage)
-    _check_storage_url(args.storage)
-    _, direction = _existing_study(settings)
+    check_storage_url(args.storage)
+    _, direction = existing_study(args.storage, args.study_name)
     if direction is None:
         raise UsageError(f"study-name: no study {args.study_name!r} in {args.storage}")
     study = optuna.load_study(study_name=args.study_name, storage=args.storage)

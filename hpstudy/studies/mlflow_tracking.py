@@ -49,16 +49,26 @@ def open_parent_run(client: MlflowClient, study_name: str, workdir: Path, tracki
     return experiment_id, run.info.run_id
 
 
-def close_stale_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> int:
-    """Child runs a killed driver left RUNNING are marked KILLED (they continue as new runs)."""
+def close_stale_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, study) -> int:
+    """Child runs a killed driver left RUNNING, reconciled with Optuna: a trial that finished there
+    gets its outcome logged and FINISHED; an interrupted one (continuing as a new trial) is KILLED.
+    Returns how many were KILLED."""
     stale = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
-    count = 0
+    trials = study.get_trials(deepcopy=False)
+    killed = 0
     for run in stale:
-        if run.info.run_id != parent_run_id:
-            client.set_tag(run.info.run_id, "hpstudy.state", "INTERRUPTED")
+        number = run.data.tags.get("optuna.trial_number")
+        if run.info.run_id == parent_run_id or number is None:
+            continue
+        frozen = trials[int(number)]
+        metrics, tags = _outcome(frozen)
+        client.log_batch(run.info.run_id, metrics=metrics, tags=tags)
+        if frozen.state.name in ("COMPLETE", "PRUNED"):
+            client.set_terminated(run.info.run_id, status="FINISHED")
+        else:
             client.set_terminated(run.info.run_id, status="KILLED")
-            count += 1
-    return count
+            killed += 1
+    return killed
 
 
 class MlflowTrialLogger(Callback):
@@ -102,19 +112,9 @@ class MlflowTrialLogger(Callback):
         if run_id is None:
             return
         # The searcher has told Optuna by now (Tune calls the searcher before callbacks).
-        study = self.bridge.study
         number = int(trial.config["optuna_trial_number"])
-        frozen = study.get_trials(deepcopy=False)[number]
-        tags = [RunTag("optuna.state", frozen.state.name),
-                RunTag("hpstudy.status", str(frozen.user_attrs.get("status", ""))),
-                RunTag("hpstudy.reason", str(frozen.user_attrs.get("reason", "")))]
-        metrics = []
-        now = int(time.time() * 1000)
-        if frozen.value is not None:
-            metrics.append(Metric("best_val_acc", frozen.value, now, 0))
-        test = frozen.user_attrs.get("test")
-        if test:
-            metrics += [Metric("test_loss", test["test_loss"], now, 0), Metric("test_acc", test["test_acc"], now, 0)]
+        frozen = self.bridge.study.get_trials(deepcopy=False)[number]
+        metrics, tags = _outcome(frozen)
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         final = _final_from_last(trial.last_result)
         if final is not None:
@@ -122,6 +122,19 @@ class MlflowTrialLogger(Callback):
                 for path in write_run_outputs(final, Path(tmp)):
                     self.client.log_artifact(run_id, str(path))
         self.client.set_terminated(run_id, status=mlflow_status if frozen.state.name != "FAIL" else "FAILED")
+
+
+def _outcome(frozen) -> tuple[list[Metric], list[RunTag]]:
+    """A finished Optuna trial as MLflow metrics and tags: state, status, reason, best and test values."""
+    tags = [RunTag("optuna.state", frozen.state.name),
+            RunTag("hpstudy.status", str(frozen.user_attrs.get("status", ""))),
+            RunTag("hpstudy.reason", str(frozen.user_attrs.get("reason", "")))]
+    now = int(time.time() * 1000)
+    metrics = [] if frozen.value is None else [Metric("best_val_acc", frozen.value, now, 0)]
+    test = frozen.user_attrs.get("test")
+    if test:
+        metrics += [Metric("test_loss", test["test_loss"], now, 0), Metric("test_acc", test["test_acc"], now, 0)]
+    return metrics, tags
 
 
 def finish_parent_run(client: MlflowClient, parent_run_id: str, best_value: float | None, status: str) -> None:

@@ -80,8 +80,16 @@ class OptunaSearcher(Searcher):
             config = {**values, "optuna_trial_number": trial.number}
             if trial.user_attrs.get(RESUME_KEY):
                 config[RESUME_KEY] = trial.user_attrs[RESUME_KEY]
+                self._carry_over_reports(trial)
             return config
         return Searcher.FINISHED
+
+    def _carry_over_reports(self, trial: optuna.Trial) -> None:
+        # The engine resumes after its checkpoint and reports only later epochs: copy the earlier ones
+        # from the interrupted trial, so pruners and dashboards see the whole curve.
+        previous = self.bridge.study.get_trials(deepcopy=False)[trial.user_attrs["retry_of"]]
+        for step, value in sorted(previous.intermediate_values.items()):
+            trial.report(value, step)
 
     def _has_waiting(self) -> bool:
         return bool(self.bridge.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))

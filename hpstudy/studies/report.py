@@ -160,8 +160,9 @@ def _best(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
 
 
 def _row(t: FrozenTrial) -> dict[str, Any]:
-    return {"number": t.number, "state": t.state.name, "status": _status(t), "reason": t.user_attrs.get("reason") or "",
-            **t.params, "value": t.value, "test_acc": _test_acc(t), "epochs_run": _epochs_run(t)}
+    return {"number": t.number, "state": t.state.name, "status": _status(t),
+            "reason": t.user_attrs.get("reason") or "", **t.params, "value": t.value, "test_acc": _test_acc(t),
+            "epochs_run": _epochs_run(t)}
 
 
 # ---------------------------------------------------------------- formatting
@@ -174,7 +175,7 @@ def _sort_key(v: Any) -> tuple:
 
 
 def _fmt_param(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v:.4g}" if isinstance(v, float) else str(v)  # sampled floats: 4 significant digits
 
 
 def _fmt_params(params: dict[str, Any], abbreviate: bool = False) -> str:
@@ -250,7 +251,10 @@ def _results_table(trials: list[FrozenTrial], meta: dict[str, Any]) -> str:
     table = meta.get("table")
     if table and any(table[0] in t.params and table[1] in t.params for t in trials):
         body = _grid_table(trials, table[0], table[1], meta["metric"])
-    else:  # no table asked for, or its params are not searched: one row per configuration
+    elif table:
+        body = (f"(The table's parameters {table[0]} and {table[1]} are not both searched: one row per "
+                f"configuration instead.)\n\n{_config_table(trials, meta)}")
+    else:
         body = _config_table(trials, meta)
     return f"{body}\n\nValues: {_value_words(meta)}."
 
@@ -274,7 +278,7 @@ def _grid_footnote(cells: dict[tuple[Any, Any], list[FrozenTrial]], r: str, c: s
     if all(words == "1" for words in counts.values()):
         return None  # one trial per number: nothing to explain
     varying = sorted({name for ts in cells.values() for name in _params_of(ts)
-                      if name not in (r, c) and len({_fmt_param(t.params.get(name)) for t in ts}) > 1})
+                      if name not in (r, c) and len({t.params.get(name) for t in ts}) > 1})
     lead = "Cells over several trials: mean ± population std of the finished trials"
     lead += f" (which differ in {', '.join(varying)})" if varying else ""
     if len(set(counts.values())) == 1:
@@ -295,7 +299,7 @@ def _config_table(trials: list[FrozenTrial], meta: dict[str, Any]) -> str:
     names = [name for name in _params_of(trials) if name != "seed"]  # seeds are averaged over, not a config
     groups: dict[tuple, list[FrozenTrial]] = {}
     for t in trials:
-        groups.setdefault(tuple(_fmt_param(t.params.get(n, EMPTY)) for n in names), []).append(t)
+        groups.setdefault(tuple(t.params.get(n) for n in names), []).append(t)
     sign = -1 if meta["direction"] == "maximize" else 1
 
     def rank(item: tuple[tuple, list[FrozenTrial]]) -> tuple:
@@ -305,8 +309,11 @@ def _config_table(trials: list[FrozenTrial], meta: dict[str, Any]) -> str:
     rows = []
     for key, ts in sorted(groups.items(), key=rank):  # stable: ties keep first-trial order
         tests = [a for t in ts if _finished(t) and (a := _test_acc(t)) is not None]
-        rows.append([*key, _cell(ts, meta["metric"]), _mean_std(tests) if tests else EMPTY, len(ts), _state_counts(ts)])
-    header = [*names, f"{_value_words(meta)} (mean ± std)", "test acc, %", "trials", "states"]
+        shown = [EMPTY if v is None else _fmt_param(v) for v in key]
+        rows.append([*shown, _cell(ts, meta["metric"]), _mean_std(tests) if tests else EMPTY, len(ts),
+                     _state_counts(ts)])
+    value = "best val acc, %" if meta["metric"] == "val_acc" else f"best {meta['metric']}"
+    header = [*names, f"{value} (mean ± std over seeds)", "test acc, %", "trials", "states"]
     return _md_table(header, rows)
 
 
@@ -322,12 +329,11 @@ def _best_summary(trials: list[FrozenTrial], meta: dict[str, Any]) -> str:
     best = _best(trials, meta["direction"])
     if best is None:
         return f"No finished trial yet ({len(trials)} trials: {_state_counts(trials) or 'none'})."
-    test = _test_acc(best)
     return "\n".join([
-        f"Best trial: #{best.number}",
+        f"Best trial: #{best.number} ({_epochs_run(best)} epochs run)",
         f"Value ({_value_words(meta)}): {_fmt_value(best.value, meta['metric'])}",
         f"Params: {_fmt_params(best.params) or '(none)'}",
-        f"Test accuracy, %: {_fmt_value(test)}" + (f" after {_epochs_run(best)} epochs" if _epochs_run(best) else ""),
+        f"Test accuracy, %: {_fmt_value(_test_acc(best))}",
     ])
 
 
@@ -347,7 +353,7 @@ def _edge_warnings(trials: list[FrozenTrial], best: FrozenTrial | None) -> list[
     return warnings
 
 
-# ---------------------------------------------------------------- figures (each returns why it was skipped, or None)
+# ------------------------------------------------------------ figures: each returns None, or why it was skipped
 def _series(history: list[dict[str, Any]], key: str) -> list[float]:
     # Diverged losses may be inf or missing: NaN leaves a gap instead of wrecking the axis.
     out = []
@@ -357,24 +363,31 @@ def _series(history: list[dict[str, Any]], key: str) -> list[float]:
     return out
 
 
+def _curve_styles(drawn: list[FrozenTrial], direction: str) -> list[tuple[FrozenTrial, dict[str, Any]]]:
+    """Plot order and style: unlabelled trials first (thin, grey, behind), then the best LEGEND_CAP
+    trials best first, so the legend reads best first. Colours without grey, a new dash per 9."""
+    sign = -1 if direction == "maximize" else 1
+    ranked = sorted(drawn, key=lambda t: (0, sign * t.value, t.number) if _finished(t) else (1, 0, t.number))
+    colours = [c for i, c in enumerate(plt.cm.tab10.colors) if i != 7]  # tab10's grey is the "rest" colour
+    rest = [(t, {"color": "0.75", "linewidth": 0.8, "label": "_nolegend_"}) for t in ranked[LEGEND_CAP:]]
+    best = [(t, {"color": colours[i % len(colours)], "linestyle": ("-", "--", ":")[i // len(colours) % 3],
+                 "label": f"#{t.number} {_fmt_params(t.params, abbreviate=True)}"})
+            for i, t in enumerate(ranked[:LEGEND_CAP])]
+    return rest + best
+
+
 def _plot_curves(trials: list[FrozenTrial], meta: dict[str, Any], path: Path) -> str | None:
     drawn = [t for t in trials if _history(t)]
     if not drawn:
         return "no trial has a per-epoch history yet"
-    # The legend lists the best LEGEND_CAP trials; the rest are drawn thin and grey, unlabelled.
-    sign = -1 if meta["direction"] == "maximize" else 1
-    ranked = sorted(drawn, key=lambda t: (0, sign * t.value, t.number) if _finished(t) else (1, 0, t.number))
-    labelled = {t.number: i for i, t in enumerate(ranked[:LEGEND_CAP])}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex=True, layout="constrained")
+    styled = _curve_styles(drawn, meta["direction"])
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
+    fig.subplots_adjust(left=0.06, right=0.74, top=0.91, bottom=0.08, hspace=0.2, wspace=0.2)  # legend: right
     panels = [("train_loss", "train loss"), ("val_loss", "validation loss"),
               ("train_acc", "train accuracy"), ("val_acc", "validation accuracy")]
     for ax, (key, title) in zip(axes.flat, panels):
-        for t in drawn:
+        for t, style in styled:
             epochs = [h.get("epoch", i + 1) for i, h in enumerate(_history(t))]
-            if t.number in labelled:
-                style = {"color": plt.cm.tab20(labelled[t.number] % 20), "label": f"#{t.number} {_fmt_params(t.params, True)}"}
-            else:
-                style = {"color": "0.7", "linewidth": 0.8, "label": "_nolegend_"}
             ax.plot(epochs, _series(_history(t), key), marker=".", **style)
         ax.set_title(title)
         if key.endswith("acc"):  # the bottom row; the columns share their x axis
@@ -384,10 +397,10 @@ def _plot_curves(trials: list[FrozenTrial], meta: dict[str, Any], path: Path) ->
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = axes[1, 1].get_legend_handles_labels()
-    title = f"best {len(labelled)} of {len(drawn)} trials" if len(drawn) > len(labelled) else None
-    fig.legend(handles, labels, loc="outside right center", fontsize="small", title=title)
+    title = f"best {len(labels)} of {len(drawn)} trials" if len(drawn) > len(labels) else None
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.75, 0.5), fontsize="small", title=title)
     fig.suptitle(f"{meta['name']}: learning curves")
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # "tight" grows the canvas to fit long legend labels
     plt.close(fig)
     return None
 
@@ -424,7 +437,7 @@ def _plot_importances(study: optuna.Study, trials: list[FrozenTrial], path: Path
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if len(complete) < 2:
         return f"needs at least 2 complete trials; the study has {len(complete)}"
-    if not any(len({_fmt_param(t.params.get(name)) for t in complete}) > 1 for name in _params_of(complete)):
+    if not any(len({t.params.get(name) for t in complete}) > 1 for name in _params_of(complete)):
         return "no parameter varies across the complete trials"
     try:
         importances = optuna.importance.get_param_importances(study)
@@ -507,8 +520,8 @@ def _per_class_table(best: FrozenTrial | None) -> str:
     if not test.get("precision"):
         return "No per-class test results for the best trial."
     classes = best.user_attrs.get("classes") or [str(i) for i in range(len(test["precision"]))]
-    rows = [[name, f"{test['precision'][i]:.3f}", f"{test['recall'][i]:.3f}", f"{test['f1'][i]:.3f}", test["support"][i]]
-            for i, name in enumerate(classes)]
+    rows = [[name, f"{p:.3f}", f"{r:.3f}", f"{f:.3f}", n]
+            for name, p, r, f, n in zip(classes, test["precision"], test["recall"], test["f1"], test["support"])]
     head = f"Trial #{best.number}: test accuracy {_fmt_value(test.get('test_acc'))}%"
     if test.get("test_loss") is not None:
         head += f", test loss {test['test_loss']:.4f}"
@@ -537,7 +550,8 @@ def _all_trials_table(trials: list[FrozenTrial], meta: dict[str, Any]) -> str:
     if not trials:
         return "No trials yet."
     names = _params_of(trials)
-    rows = [[t.number, t.state.name, _status(t), *(_fmt_param(t.params[n]) if n in t.params else EMPTY for n in names),
+    rows = [[t.number, t.state.name, _status(t),
+             *(_fmt_param(t.params[n]) if n in t.params else EMPTY for n in names),
              _fmt_value(t.value, meta["metric"]), _fmt_value(_test_acc(t)), _epochs_run(t)] for t in trials]
     header = ["trial", "state", "status", *names, "value", "test acc, %", "epochs run"]
     return _md_table(header, rows) + f"\n\nvalue: {_value_words(meta)}; reasons are in the table above."

@@ -8,6 +8,7 @@ pruner, direction, epochs or data setting is refused.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ from hpstudy.studies.definition import PRUNERS, SAMPLERS, StudyDefinition
 from hpstudy.trainables.config import ConfigError, TrainConfig
 from hpstudy.trainables.engine import check_config
 from hpstudy.trainables.datasets import load_split
+from hpstudy.trainables.loader import check_sizes
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +97,12 @@ class Plan:
 
 def plan_run(settings: RunSettings) -> Plan:
     """Check every input without writing anything; raises ConfigError naming the field."""
-    _check_storage_url(settings.storage)
-    stored, direction = _existing_study(settings)
+    check_storage_url(settings.storage)
+    study_name = settings.study_name or settings.definition  # the study is named after its definition
+    stored, direction = existing_study(settings.storage, study_name)
     name = settings.definition or (stored or {}).get("definition")
     if name is None:
-        if settings.study_name and stored is None and direction is not None:
+        if study_name and stored is None and direction is not None:
             raise ConfigError("definition", f"study {settings.study_name!r} exists but was not made by hpstudy: "
                                             f"name a definition to run in it (see `hpstudy studies`)")
         raise ConfigError("definition", "name a study definition (see `hpstudy studies`) or an existing "
@@ -108,9 +111,9 @@ def plan_run(settings: RunSettings) -> Plan:
         raise ConfigError("definition", f"unknown definition {name!r} (choose from: {', '.join(STUDIES)})")
     definition = STUDIES[name]
     if stored and stored["definition"] != name:
-        raise ConfigError("definition", f"study {settings.study_name!r} runs {stored['definition']!r}, not {name!r}")
+        raise ConfigError("definition", f"study {study_name!r} runs {stored['definition']!r}, not {name!r}")
     if direction is not None and direction != definition.direction:
-        raise ConfigError("direction", f"study {settings.study_name!r} was created to {direction}, but "
+        raise ConfigError("direction", f"study {study_name!r} was created to {direction}, but "
                                        f"{name} {definition.direction}s {definition.metric}")
     previous = (stored or {}).get("settings", {})
     sampler = _fixed("sampler", settings.sampler, previous, definition.sampler)
@@ -160,10 +163,8 @@ def plan_run(settings: RunSettings) -> Plan:
         base["data_dir"] = data_dir
     if settings.gpus_per_trial == 0:
         base["device"] = "cpu"
-    cfg = TrainConfig.from_dict(base | _first_point(space, grid))
-    check_config(cfg)  # names, ranges, and the model against the dataset's input shape
-    load_split(cfg.dataset, True, cfg.data_dir, cfg.download, cfg.image_size)  # missing data: fail now
-    return Plan(settings=settings, study_name=settings.study_name or name, definition=definition, sampler=sampler,
+    _check_points(base, space, grid)
+    return Plan(settings=settings, study_name=study_name or name, definition=definition, sampler=sampler,
                 pruner=pruner, epochs=epochs, grid=grid, target=target, base=base,
                 seeds=tuple(seeds) if seeds else None, overrides=overrides, stored=stored, warnings=tuple(warnings))
 
@@ -178,7 +179,7 @@ def _fixed(key: str, asked: Any, previous: dict[str, Any], default: Any) -> Any:
     return asked if asked is not None else default
 
 
-def _check_storage_url(url: str) -> None:
+def check_storage_url(url: str) -> None:
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         parent = path.parent if str(path.parent) else Path(".")
@@ -192,32 +193,47 @@ def _check_storage_url(url: str) -> None:
     raise ConfigError("storage", f"unsupported storage URL {url!r} (use sqlite:///FILE or postgresql://USER@HOST/DB)")
 
 
-def _existing_study(settings: RunSettings) -> tuple[dict[str, Any] | None, str | None]:
+def existing_study(storage_url: str, study_name: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """(the study's hpstudy attr, its direction) when the study exists; (None, None) otherwise.
     Never creates a SQLite file that is not there yet."""
-    if not settings.study_name:
+    if not study_name:
         return None, None
-    if settings.storage.startswith("sqlite:///") and not Path(settings.storage[len("sqlite:///"):]).exists():
+    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///"):]).exists():
         return None, None
     try:
-        storage = optuna.storages.get_storage(settings.storage)
+        storage = optuna.storages.get_storage(storage_url)
         summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     except Exception as exc:  # unreachable server, bad credentials, not a database
-        raise ConfigError("storage", f"cannot open {settings.storage}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    summary = summaries.get(settings.study_name)
+        raise ConfigError("storage", f"cannot open {storage_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    summary = summaries.get(study_name)
     if summary is None:
         return None, None
     return summary.user_attrs.get(ATTR), summary.direction.name.lower()
 
 
-def _first_point(space, grid) -> dict[str, Any]:
-    """One point of the space, drawn in memory, to validate the settings against before running."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    trial = study.ask()
-    params = space.suggest(trial)
-    if grid and "seed" in grid:
-        params["seed"] = grid["seed"][0]
-    return params
+def _check_points(base: dict[str, Any], space, grid: dict[str, list[Any]] | None) -> None:
+    """Every grid point (or one sampled point of a define-by-run space) makes a valid TrainConfig for
+    this dataset: names, ranges, the model against the input shape, and sizes against the data, which
+    is read here once, so missing data fails now and not in every trial."""
+    points = ([dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid
+              else [_first_point(space)])
+    sizes: dict[tuple, tuple[int, int]] = {}
+    for point in points:
+        params = space.suggest(optuna.trial.FixedTrial(point)) if grid else point
+        cfg = TrainConfig.from_dict(base | params | ({"seed": point["seed"]} if "seed" in point else {}))
+        check_config(cfg)
+        key = (cfg.dataset, cfg.data_dir, cfg.image_size)
+        if key not in sizes:
+            train = load_split(cfg.dataset, True, cfg.data_dir, cfg.download, cfg.image_size)[1]
+            test = load_split(cfg.dataset, False, cfg.data_dir, cfg.download, cfg.image_size)[1]
+            sizes[key] = (len(train), len(test))
+        check_sizes(cfg, *sizes[key])
+
+
+def _first_point(space) -> dict[str, Any]:
+    """One point of a define-by-run space, drawn in memory."""
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    return space.suggest(trial)
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -260,7 +276,7 @@ def run_study(plan: Plan) -> optuna.Study:
     requeued = recover_interrupted(study)
     if requeued:
         print(f"continuing {len(requeued)} interrupted trial(s) from their checkpoints: {requeued}", flush=True)
-    closed = mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id)
+    closed = mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
     if closed:
         log.info("marked %d MLflow run(s) of the interrupted driver KILLED", closed)
 

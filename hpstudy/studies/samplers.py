@@ -10,8 +10,33 @@ from hpstudy.trainables.config import ConfigError
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler whose after_trial does not call Study.stop(): that raises outside optimize(), and
-    here the searcher ends the study itself once every grid point has a trial (ask/tell)."""
+    """GridSampler for a study driven by ask/tell, where trials may also be enqueued (a user's
+    `enqueue_trial`, or an interrupted trial queued again). Two changes, each to keep every grid point
+    evaluated exactly once:
+
+    - an enqueued trial whose parameters are a grid point is tagged with that point's grid id (Optuna
+      leaves it untagged, so the point would be sampled again later);
+    - a new trial always takes an unvisited point (Optuna assigns grid id = trial number to the first
+      len(grid) trial numbers, which repeats a point once enqueued trials have used some numbers);
+    - after_trial never calls Study.stop(): that raises outside optimize(); the searcher ends the
+      study itself once every point has a trial.
+    """
+
+    def before_trial(self, study, trial) -> None:
+        if "grid_id" in trial.system_attrs:
+            return
+        fixed = trial.system_attrs.get("fixed_params")
+        if fixed is not None:
+            point = tuple(fixed.get(name) for name in self._param_names)
+            matches = [i for i, grid in enumerate(self._all_grids) if grid == point]
+            if not matches:
+                return  # not a grid point: run as enqueued, outside the grid
+            grid_id = matches[0]
+        else:
+            unvisited = self._get_unvisited_grid_ids(study) or list(range(len(self._all_grids)))
+            grid_id = int(self._rng.rng.choice(unvisited))
+        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", grid_id)
 
     def after_trial(self, study, trial, state, values) -> None:
         pass

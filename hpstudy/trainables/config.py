@@ -18,6 +18,10 @@ class ConfigError(ValueError):
     def __init__(self, field_name: str, message: str):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.message = message
+
+    def __reduce__(self):  # picklable, so it crosses Ray's process boundary intact
+        return (ConfigError, (self.field, self.message))
 
 
 AUGMENTATIONS = ("crop", "flip", "affine", "jitter", "erase")

@@ -47,17 +47,23 @@ def split_indices(n: int, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]
     return train, val
 
 
-def load_splits(cfg: TrainConfig, device: torch.device) -> tuple[Split, Split, Split]:
-    """(train, val, test) on ``device``; raises ConfigError for sizes the data cannot give."""
-    images, labels = load_split(cfg.dataset, True, cfg.data_dir, cfg.download, cfg.image_size)
-    train_idx, val_idx = split_indices(len(labels), cfg)
+def check_sizes(cfg: TrainConfig, n_train_set: int, n_test_set: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checks that need the dataset's size (subsets, batch size); returns the train/val indices."""
+    train_idx, val_idx = split_indices(n_train_set, cfg)
     if cfg.batch_size > len(train_idx):
         raise ConfigError("batch_size", f"{cfg.batch_size} is larger than the training set "
                                         f"({len(train_idx)} images)")
+    if cfg.test_size is not None and cfg.test_size > n_test_set:
+        raise ConfigError("test_size", f"{cfg.test_size} is more than the {n_test_set} test images")
+    return train_idx, val_idx
+
+
+def load_splits(cfg: TrainConfig, device: torch.device) -> tuple[Split, Split, Split]:
+    """(train, val, test) on ``device``; raises ConfigError for sizes the data cannot give."""
+    images, labels = load_split(cfg.dataset, True, cfg.data_dir, cfg.download, cfg.image_size)
     test_images, test_labels = load_split(cfg.dataset, False, cfg.data_dir, cfg.download, cfg.image_size)
+    train_idx, val_idx = check_sizes(cfg, len(labels), len(test_labels))
     if cfg.test_size is not None:
-        if cfg.test_size > len(test_labels):
-            raise ConfigError("test_size", f"{cfg.test_size} is more than the {len(test_labels)} test images")
         test_images, test_labels = test_images[: cfg.test_size], test_labels[: cfg.test_size]
 
     def on_device(x: torch.Tensor, y: torch.Tensor) -> Split:

@@ -23,8 +23,6 @@ RANGES = {"lr": FloatDistribution(1e-4, 1.0, log=True), "optimizer": Categorical
 DIVERGED = "diverged: loss=8175 exceeds 10 x the first loss 2.313 at step 2"
 PRUNED = "pruned by MedianPruner at epoch 2: val_acc 0.31"
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory) -> str:
@@ -51,7 +49,8 @@ def history(best: float, epochs: int, loss: float = 1.0) -> list[dict]:
 
 def held_out(acc: float) -> dict:
     return {"test_loss": 0.25, "test_acc": acc, "precision": [0.9, 0.8, 0.7], "recall": [0.85, 0.75, 0.65],
-            "f1": [0.874, 0.774, 0.674], "support": [10, 12, 8], "confusion_matrix": [[9, 1, 0], [2, 9, 1], [0, 3, 5]]}
+            "f1": [0.874, 0.774, 0.674], "support": [10, 12, 8],
+            "confusion_matrix": [[9, 1, 0], [2, 9, 1], [0, 3, 5]]}
 
 
 def add(study, params: dict, value: float | None = None, *, dists=GRID, epochs: int = 3, status: str = "completed",
@@ -83,10 +82,28 @@ def grid_study(storage):
 
 
 @pytest.fixture(scope="module")
-def grid_report(grid_study, tmp_path_factory) -> tuple[Path, list[Path]]:
-    """The grid study's report, written once (figures take about a second)."""
+def failures_study(storage):
+    """A 3x2 lr x batch_size grid with a pruned cell, a diverged cell, a cell where one of two seeds
+    diverged, a running trial and an empty cell."""
+    study = make_study(storage, "failures")
+    add(study, {"lr": 0.001, "batch_size": 32, "seed": 0}, 0.90)
+    add(study, {"lr": 0.001, "batch_size": 64, "seed": 0}, state=TrialState.PRUNED, status="pruned", reason=PRUNED,
+        epochs=2)
+    add(study, {"lr": 0.01, "batch_size": 32, "seed": 0}, 0.95)
+    add(study, {"lr": 0.1, "batch_size": 32, "seed": 0}, 0.96)
+    for params in ({"lr": 0.1, "batch_size": 32, "seed": 1}, {"lr": 0.1, "batch_size": 64, "seed": 0},
+                   {"lr": 0.1, "batch_size": 64, "seed": 1}):
+        add(study, params, state=TrialState.PRUNED, status="diverged", reason=DIVERGED, epochs=1)
+    study.add_trial(create_trial(state=TrialState.RUNNING, params={"lr": 0.01, "batch_size": 64, "seed": 0},
+                                 distributions={k: GRID[k] for k in ("lr", "batch_size", "seed")}))
+    return study
+
+
+@pytest.fixture(scope="module")
+def failures_report(failures_study, tmp_path_factory) -> tuple[Path, list[Path]]:
+    """Its report, written once for the tests that read it (the figures take about a second)."""
     out = tmp_path_factory.mktemp("out") / "report"
-    return out, write_report(grid_study, out)
+    return out, write_report(failures_study, out)
 
 
 def test_grid_table_cells_best_trial_and_edge_warning(grid_study):
@@ -115,7 +132,8 @@ def test_no_table_rows_best_first(storage):
     for (lr, bs), value in GRID_VALUES.items():
         add(study, {"lr": lr, "batch_size": bs, "seed": 0}, value)
     rows = table_lines(results_table(study))
-    assert rows[0].startswith("| lr | batch_size | best validation accuracy over epochs, %")
+    assert rows[0] == ("| lr | batch_size | best val acc, % (mean ± std over seeds) | test acc, % | trials "
+                       "| states |")
     assert [r.split(" | ")[:3] for r in rows[2:]] == [
         ["| 0.1", "32", "98.12"], ["| 0.1", "64", "97.01"], ["| 0.01", "32", "96.34"],
         ["| 0.01", "64", "95.88"], ["| 0.001", "32", "90.12"], ["| 0.001", "64", "88.75"]]
@@ -129,7 +147,7 @@ def test_no_table_mean_std_over_seeds_and_minimize(storage):
     add(study, {"lr": 0.5, "optimizer": "sgd", "seed": 0}, None, dists=RANGES, state=TrialState.PRUNED,
         status="pruned", reason=PRUNED, epochs=2)
     rows = table_lines(results_table(study))
-    assert "seed" not in rows[0]
+    assert rows[0].startswith("| lr | optimizer | best val acc")  # seed is averaged over, not a column
     assert rows[2:] == ["| 0.001 | adam | 96.00 ± 1.00 | 96.00 ± 1.00 | 2 | 2 completed |",
                         "| 0.05 | sgd | 91.00 ± 1.00 | 91.00 ± 1.00 | 2 | 2 completed |",
                         "| 0.5 | sgd | pruned | — | 1 | 1 pruned |"]
@@ -149,63 +167,52 @@ def test_repeated_seeds_give_mean_std_cells(storage):
         add(study, {"lr": 0.01, "batch_size": 32, "seed": seed}, value)
     for seed, value in enumerate([0.95, 0.96]):
         add(study, {"lr": 0.01, "batch_size": 64, "seed": seed}, value)
+    # An interrupted trial the runner re-queued (its rerun is the 0.93 one) is not counted as a failure.
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"lr": 0.1, "batch_size": 32, "seed": 0},
+                                 distributions={k: GRID[k] for k in ("lr", "batch_size", "seed")},
+                                 user_attrs={"status": "failed", "reason": "interrupted", "requeued_as": 7}))
     add(study, {"lr": 0.1, "batch_size": 32, "seed": 0}, 0.93)
     table = results_table(study)
     assert table_lines(table)[2:] == ["| 0.01 | 98.00 ± 0.82 | 95.50 ± 0.50 |", "| 0.1 | 93.00 | — |"]
     footnote = next(line for line in table.splitlines() if line.startswith("Cells over several trials"))
-    assert "seed" in footnote and "lr=0.01, batch_size=32: 3" in footnote and "lr=0.01, batch_size=64: 2" in footnote
+    assert "(which differ in seed)" in footnote
+    assert "n per cell: lr=0.01, batch_size=32: 3; lr=0.01, batch_size=64: 2; other cells: 1." in footnote
 
 
-def test_pruned_and_diverged_cells_and_reasons(storage, tmp_path):
-    study = make_study(storage, "failures")
-    add(study, {"lr": 0.001, "batch_size": 32, "seed": 0}, 0.90)
-    add(study, {"lr": 0.001, "batch_size": 64, "seed": 0}, state=TrialState.PRUNED, status="pruned", reason=PRUNED,
-        epochs=2)
-    add(study, {"lr": 0.01, "batch_size": 32, "seed": 0}, 0.95)
-    add(study, {"lr": 0.1, "batch_size": 32, "seed": 0}, 0.96)
-    add(study, {"lr": 0.1, "batch_size": 32, "seed": 1}, state=TrialState.PRUNED, status="diverged",
-        reason=DIVERGED, epochs=1)
-    add(study, {"lr": 0.1, "batch_size": 64, "seed": 0}, state=TrialState.PRUNED, status="diverged",
-        reason=DIVERGED, epochs=1)
-    add(study, {"lr": 0.1, "batch_size": 64, "seed": 1}, state=TrialState.PRUNED, status="diverged",
-        reason=DIVERGED, epochs=1)
-    study.add_trial(create_trial(state=TrialState.RUNNING, params={"lr": 0.01, "batch_size": 64, "seed": 0},
-                                 distributions={k: GRID[k] for k in ("lr", "batch_size", "seed")}))
-    table = results_table(study)
+def test_pruned_and_diverged_cells_and_reasons(failures_study, failures_report):
+    table = results_table(failures_study)
     assert table_lines(table)[2:] == ["| 0.001 | 90.00 | pruned |", "| 0.01 | 95.00 | running |",
                                       "| 0.1 | 96.00 | diverged |"]
     assert "lr=0.1, batch_size=32: 1 (+1 diverged)" in table
 
-    frame = trials_frame(study)
+    frame = trials_frame(failures_study)
     assert [r["status"] for r in frame] == ["completed", "pruned", "completed", "completed", "diverged",
                                             "diverged", "diverged", "running"]
     assert frame[1] == {"number": 1, "state": "PRUNED", "status": "pruned", "reason": PRUNED, "lr": 0.001,
                         "batch_size": 64, "seed": 0, "value": None, "test_acc": None, "epochs_run": 2}
     assert frame[7]["state"] == "RUNNING" and frame[7]["epochs_run"] == 0
 
-    files = write_report(study, tmp_path / "report")
-    report = (tmp_path / "report" / "report.md").read_text()
+    report = (failures_report[0] / "report.md").read_text()
     failures = report.split("## Pruned, diverged and failed trials")[1].split("## All trials")[0]
     assert PRUNED in failures and DIVERGED in failures
     assert len(table_lines(failures)) == 2 + 4  # header, rule, 1 pruned and 3 diverged trials
-    assert "| 7 | RUNNING | running |" in report
-    assert {p.name for p in files} >= {"report.md", "curves.png", "progress.png"}
+    assert "| 7 | RUNNING | running | 0.01 | 64 | 0 | — | — | 0 |" in report
 
 
-def test_write_report_writes_figures_and_tables(grid_report):
-    out, files = grid_report
+def test_write_report_writes_figures_and_tables(failures_report):
+    out, files = failures_report
     assert [p.name for p in files] == ["report.md", *FIGURES]
     for name in FIGURES:
         data = (out / name).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name
     report = (out / "report.md").read_text()
-    assert report.startswith("# Study `grid`: grid-definition")
-    assert "| 0.1 | 98.12 | 97.01 |" in report
-    assert "| class | precision | recall | F1 | support |" in report and "| dog | 0.800 | 0.750 | 0.774 | 12 |" in report
+    assert report.startswith("# Study `failures`: failures-definition")
+    assert "| lr \\ batch_size | 32 | 64 |\n|---|---|---|\n| 0.001 | 90.00 | pruned |" in report
+    assert "| class | precision | recall | F1 | support |" in report
+    assert "| dog | 0.800 | 0.750 | 0.774 | 12 |" in report
     for name in FIGURES:
         assert f"]({name})" in report
-    assert "upper edge of the searched range" in report
-    assert "## Pruned, diverged and failed trials\n\nnone" in report
+    assert "- best lr=0.1 is at the upper edge of the searched range [0.001, 0.1]" in report
 
 
 def test_importances_skipped_with_a_single_trial(storage, tmp_path):
@@ -218,11 +225,12 @@ def test_importances_skipped_with_a_single_trial(storage, tmp_path):
     assert "## Edge warnings\n\nnone" in report
 
 
-def test_log_report_to_mlflow(storage, grid_study, grid_report, tmp_path):
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")  # inside mlflow's store
+def test_log_report_to_mlflow(storage, failures_study, failures_report, tmp_path):
     from mlflow import MlflowClient
 
-    _, files = grid_report
-    assert log_report_to_mlflow(grid_study, files) is False  # no mlflow info in the study
+    _, files = failures_report
+    assert log_report_to_mlflow(failures_study, files) is False  # no mlflow info in the study
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)

@@ -1,0 +1,93 @@
+"""kill -9 of the driver mid-study, then the same command: the study finishes with every grid point
+exactly once, interrupted trials continue from their checkpoints, nothing is left RUNNING."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from hpstudy.studies.builtin import STUDIES
+from hpstudy.trainables import TIMING_FIELDS, TrainConfig, train
+
+EPOCHS = 4
+
+
+def without_timing(history):
+    return [{k: v for k, v in h.items() if k not in TIMING_FIELDS} for h in history]
+
+
+def command(tmp_path, data_dir):
+    return [sys.executable, "-m", "hpstudy", "run", "lenet5-sgd-lr-bs", "--epochs", str(EPOCHS),
+            "--train-size", "1000", "--val-size", "128", "--test-size", "256", "--max-concurrent", "2",
+            "--storage", f"sqlite:///{tmp_path}/hpstudy.db", "--mlflow-tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            "--data-dir", data_dir, "--workdir", str(tmp_path / "runs")]
+
+
+def wait_for_mid_study(storage: str, deadline: float) -> None:
+    """Until at least one trial is COMPLETE and a RUNNING one has a checkpoint."""
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            trials = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=storage).trials
+        except Exception:  # the study does not exist yet
+            continue
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        running = [t for t in trials if t.state.name == "RUNNING" and "checkpoint" in t.user_attrs]
+        if done and running:
+            return
+    pytest.fail("the study did not reach a mid-study state in time")
+
+
+def test_kill_9_driver_then_same_command_completes_the_study(tmp_path, data_dir):
+    storage = f"sqlite:///{tmp_path}/hpstudy.db"
+    cmd = command(tmp_path, data_dir)
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_mid_study(storage, time.time() + 300)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        first.wait()
+    killed = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=storage).trials
+    interrupted = [t.number for t in killed if t.state.name == "RUNNING"]
+    assert interrupted, "the kill should leave RUNNING trials behind"
+
+    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "continuing" in second.stdout and "interrupted trial(s)" in second.stdout
+
+    study = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert "RUNNING" not in states and "WAITING" not in states
+    results = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    points = [(t.params["lr"], t.params["batch_size"]) for t in results]
+    assert len(points) == 6 and len(set(points)) == 6  # every grid point exactly once
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert sorted(t.number for t in failed) == sorted(interrupted)
+    assert all(t.user_attrs.get("requeued_as") for t in failed)
+
+    # A trial continued from its checkpoint ends with exactly the history of an uninterrupted run.
+    continued = [t for t in results if t.user_attrs.get("resume_from")]
+    assert continued, [t.user_attrs for t in results]
+    for trial in continued:
+        # Every epoch it trained has its intermediate value (the early ones carried over).
+        assert sorted(trial.intermediate_values) == [h["epoch"] for h in trial.user_attrs["history"]]
+        base = {**STUDIES["lenet5-sgd-lr-bs"].base, "epochs": EPOCHS, "train_size": 1000, "val_size": 128,
+                "test_size": 256, "threads": 1, "device": "cpu", "data_dir": data_dir, **trial.params}
+        reference = train(TrainConfig.from_dict(base))
+        assert without_timing(trial.user_attrs["history"]) == without_timing(reference["history"])
+        assert trial.user_attrs["status"] == reference["status"]
+
+    # MLflow: nothing left RUNNING; the interrupted runs are KILLED, the study's parent run FINISHED.
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("lenet5-sgd-lr-bs")
+    runs = client.search_runs([experiment.experiment_id])
+    assert "RUNNING" not in {r.info.status for r in runs}, [(r.info.run_name, r.data.tags) for r in runs if r.info.status == "RUNNING"]
+    assert len([r for r in runs if r.info.status == "KILLED"]) == len(interrupted)
+    parent = study.user_attrs["hpstudy"]["mlflow"]["parent_run_id"]
+    assert client.get_run(parent).info.status == "FINISHED"

@@ -1,0 +1,183 @@
+"""`hpstudy run` with the real parts: a local Ray (one per module), SQLite Optuna and MLflow stores,
+and the `optuna` CLI in a subprocess. Tiny data: 256 MNIST training images, 2-3 epochs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from hpstudy.cli import main
+from hpstudy.studies.builtin import STUDIES
+from hpstudy.studies.definition import StudyDefinition
+
+OPTUNA = str(Path(sys.executable).parent / "optuna")
+TINY = ["--train-size", "256", "--val-size", "128", "--test-size", "256"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+class Place:
+    def __init__(self, root: Path, data_dir: str):
+        self.root = root
+        self.db = root / "hpstudy.db"
+        self.storage = f"sqlite:///{self.db}"
+        self.mlflow = f"sqlite:///{root / 'mlflow.db'}"
+        self.data_dir = data_dir
+
+    def args(self, *extra):
+        # TINY first: a test's own options (e.g. a larger --train-size) come later and win.
+        return ["run", *TINY, "--storage", self.storage, "--mlflow-tracking-uri", self.mlflow,
+                "--data-dir", self.data_dir, "--workdir", str(self.root / "runs"), *extra]
+
+    def optuna_cli(self, *args):
+        proc = subprocess.run([OPTUNA, *args, "--storage", self.storage], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+
+@pytest.fixture
+def place(tmp_path, data_dir):
+    return Place(tmp_path, data_dir)
+
+
+def test_grid_study_runs_every_point_once_and_logs_everywhere(place, capsys):
+    assert main(place.args("lenet5-sgd-lr-bs", "--epochs", "2", "--max-concurrent", "2")) == 0
+    printed = capsys.readouterr().out
+    assert "| lr \\ batch_size | 64 | 128 |" in printed and "Best trial" in printed
+
+    # Optuna, through its own CLI: 6 COMPLETE trials, one per grid point, values are best val_acc.
+    trials = json.loads(place.optuna_cli("trials", "--study-name", "lenet5-sgd-lr-bs", "-f", "json"))
+    assert len(trials) == 6 and {t["state"] for t in trials} == {"COMPLETE"}
+    points = {(t["params"]["lr"], t["params"]["batch_size"]) for t in trials}
+    assert points == {(lr, bs) for lr in (0.1, 0.01, 0.001) for bs in (64, 128)}
+    best = json.loads(place.optuna_cli("best-trial", "--study-name", "lenet5-sgd-lr-bs", "-f", "json"))
+    assert best["value"] == max(t["value"] for t in trials)
+
+    study = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=place.storage)
+    attr = study.user_attrs["hpstudy"]
+    assert attr["definition"] == "lenet5-sgd-lr-bs" and attr["settings"]["epochs"] == 2
+    for t in study.trials:
+        assert sorted(t.intermediate_values) == [1, 2]
+        assert t.value == max(t.intermediate_values.values())
+        assert {"ray_trial_id", "mlflow_run_id", "checkpoint", "history", "test"} <= set(t.user_attrs)
+        assert len(t.user_attrs["history"]) == 2 and t.user_attrs["status"] == "completed"
+
+    # MLflow: one experiment, a parent run, six nested child runs with per-epoch metrics and artifacts.
+    client = MlflowClient(place.mlflow)
+    experiment = client.get_experiment_by_name("lenet5-sgd-lr-bs")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = attr["mlflow"]["parent_run_id"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert len(runs) == 7 and len(children) == 6
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    assert sorted(by_number) == list(range(6))
+    for t in study.trials:
+        run = by_number[t.number]
+        assert run.info.run_id == t.user_attrs["mlflow_run_id"]
+        assert run.data.tags["optuna.state"] == "COMPLETE"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
+        assert run.data.metrics["test_acc"] == pytest.approx(t.user_attrs["test"]["test_acc"])
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"history.csv", "curves.png", "per_class.csv"}
+
+    # Running the same command again continues the study: nothing is left to do, nothing is added.
+    assert main(place.args("--study-name", "lenet5-sgd-lr-bs")) == 0
+    assert len(optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=place.storage).trials) == 6
+
+    # The report: Markdown + figures, logged to the study's MLflow parent run.
+    assert main(["report", "--study-name", "lenet5-sgd-lr-bs", "--storage", place.storage,
+                 "--out", str(place.root / "report")]) == 0
+    assert "| lr \\ batch_size |" in (place.root / "report" / "report.md").read_text()
+    assert "report.md" in {Path(a.path).name for a in client.list_artifacts(parent, "report")}
+
+
+def test_study_created_with_optuna_cli_and_enqueued_points_with_median_pruning(place):
+    # A user creates the study with the optuna CLI and queues the order of the first four points.
+    place.optuna_cli("create-study", "--study-name", "pre", "--direction", "maximize")
+    study = optuna.load_study(study_name="pre", storage=place.storage)
+    for lr, bs in [(0.1, 64), (0.1, 128), (0.01, 64), (0.001, 128)]:
+        study.enqueue_trial({"lr": lr, "batch_size": bs})
+    # 1,000 images: enough for lr 0.1 to learn by epoch 2 while lr 0.001 stays near chance.
+    assert main(place.args("lenet5-sgd-lr-bs", "--study-name", "pre", "--epochs", "3", "--pruner", "median",
+                           "--max-concurrent", "1", "--train-size", "1000")) == 0
+    study = optuna.load_study(study_name="pre", storage=place.storage)
+    assert len(study.trials) == 6
+    points = [(t.params["lr"], t.params["batch_size"]) for t in study.trials]
+    assert len(set(points)) == 6  # the enqueued points were not sampled again
+    assert points[:4] == [(0.1, 64), (0.1, 128), (0.01, 64), (0.001, 128)]
+    slow = study.trials[3]  # lr 0.001: far below the median of the first three at epoch 2
+    assert slow.state.name == "PRUNED", [(t.number, t.state.name, t.intermediate_values) for t in study.trials]
+    assert slow.user_attrs["reason"].startswith("pruned by MedianPruner at epoch 2")
+    assert sorted(slow.intermediate_values) == [1, 2]
+
+
+def test_diverging_trial_is_pruned_inside_its_first_epoch_with_its_reason(place, monkeypatch):
+    monkeypatch.setitem(STUDIES, "tiny-diverge", StudyDefinition(
+        name="tiny-diverge", description="adam vs sgd at lr 0.1 on an MLP", space="optimizers",
+        base={"dataset": "mnist-small", "model": "mlp", "lr": 0.1, "epochs": 2, "batch_size": 64}))
+    assert main(place.args("tiny-diverge", "--max-concurrent", "2")) == 0
+    study = optuna.load_study(study_name="tiny-diverge", storage=place.storage)
+    adam = next(t for t in study.trials if t.params["optimizer"] == "adam")
+    assert adam.state.name == "PRUNED" and adam.user_attrs["status"] == "diverged"
+    assert adam.user_attrs["reason"].startswith("diverged: loss=") and adam.intermediate_values == {}
+    client = MlflowClient(place.mlflow)
+    run = client.get_run(adam.user_attrs["mlflow_run_id"])
+    assert run.data.tags["optuna.state"] == "PRUNED" and run.data.tags["hpstudy.reason"].startswith("diverged")
+
+
+BAD_RUNS = {
+    "unknown definition": (["no-such-study"], "definition: unknown definition 'no-such-study'"),
+    "no definition": ([], "definition: name a study definition"),
+    "unknown sampler": (["lenet5-sgd-lr-bs", "--sampler", "cmaes"], "sampler: unknown sampler 'cmaes'"),
+    "unknown pruner": (["lenet5-sgd-lr-bs", "--pruner", "asha"], "pruner: unknown pruner 'asha'"),
+    "grid on a define-by-run space": (["lenet5-tpe", "--sampler", "grid"], "sampler: grid needs a search space with a grid"),
+    "seeds without grid": (["lenet5-tpe", "--seeds", "0,1"], "seeds: repeating every configuration per seed needs --sampler grid"),
+    "bad seeds": (["lenet5-sgd-lr-bs", "--seeds", "0,x"], "argument --seeds: expected comma-separated integers"),
+    "zero trials": (["lenet5-tpe", "--n-trials", "0"], "n_trials: must be >= 1"),
+    "zero epochs": (["lenet5-sgd-lr-bs", "--epochs", "0"], "epochs: must be >= 1"),
+    "negative cpus": (["lenet5-sgd-lr-bs", "--cpus-per-trial", "-1"], "cpus_per_trial: must be > 0"),
+    "train size too big": (["lenet5-sgd-lr-bs", "--train-size", "99999"], "train_size: 99999 is more than"),
+    "dataset missing offline": (["simple-cnn-optimizers"], "cifar10: files missing in"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RUNS)
+def test_bad_run_input_is_one_line_exit_2_nothing_written(case, place, capsys):
+    args, expected = BAD_RUNS[case]
+    code = main(place.args(*args))
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("hpstudy:")]
+    assert len(lines) == 1 and expected in lines[0], err
+    assert not place.db.exists() and not (place.root / "mlflow.db").exists() and not (place.root / "runs").exists()
+
+
+def test_bad_storage_urls(place, capsys):
+    for url, expected in [("redis://localhost/0", "storage: unsupported storage URL"),
+                          (f"sqlite:///{place.root}/missing/dir/s.db", "does not exist"),
+                          ("postgresql://nobody@127.0.0.1:1/none", "storage: cannot open postgresql://")]:
+        code = main(["run", "lenet5-sgd-lr-bs", "--study-name", "x", "--storage", url, "--data-dir", place.data_dir,
+                     "--mlflow-tracking-uri", place.mlflow, "--workdir", str(place.root / "runs")])
+        assert code == 2 and expected in capsys.readouterr().err
+    assert not (place.root / "mlflow.db").exists() and not (place.root / "runs").exists()
+
+
+def test_conflicting_direction_or_definition_is_refused(place, capsys):
+    place.optuna_cli("create-study", "--study-name", "min", "--direction", "minimize")
+    assert main(place.args("lenet5-sgd-lr-bs", "--study-name", "min")) == 2
+    assert "direction: study 'min' was created to minimize" in capsys.readouterr().err
+    optuna.load_study(study_name="min", storage=place.storage).set_user_attr(
+        "hpstudy", {"definition": "lenet5-tpe", "settings": {}})
+    assert main(place.args("lenet5-sgd-lr-bs", "--study-name", "min")) == 2
+    assert "definition: study 'min' runs 'lenet5-tpe', not 'lenet5-sgd-lr-bs'" in capsys.readouterr().err
+    assert len(optuna.load_study(study_name="min", storage=place.storage).trials) == 0
