@@ -61,6 +61,13 @@ class OptunaSearcher(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # metric and direction come from the study
 
+    # Tune's searcher snapshots are not needed: the Optuna storage holds the whole search state.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         bridge = self.bridge
         while bridge.remaining() > 0 or self._has_waiting():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +145,8 @@ def plan_run(settings: RunSettings) -> Plan:
             raise ConfigError(label, f"must be > 0 (got {value})" if label == "cpus_per_trial" else f"must be >= 0 (got {value})")
     if settings.max_concurrent is not None and settings.max_concurrent < 1:
         raise ConfigError("max_concurrent", f"must be >= 1 (got {settings.max_concurrent})")
+    if settings.ray_address:
+        check_ray_address(settings.ray_address)
     warnings = []
     n_trials = settings.n_trials if settings.n_trials is not None else previous.get("n_trials", definition.n_trials)
     if n_trials is not None and n_trials < 1:
@@ -191,6 +194,20 @@ def check_storage_url(url: str) -> None:
     if url.startswith(("postgresql://", "postgresql+psycopg://", "mysql://", "mysql+pymysql://")):
         return
     raise ConfigError("storage", f"unsupported storage URL {url!r} (use sqlite:///FILE or postgresql://USER@HOST/DB)")
+
+
+def check_ray_address(address: str) -> None:
+    """A reachable head node, probed with a 5 s TCP connect: ray.init waits minutes on a dead address."""
+    if address == "auto":
+        return  # Ray finds the local cluster itself
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("ray_address", f"expected HOST:PORT, ray://HOST:PORT or auto (got {address!r})")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError("ray_address", f"cannot reach a Ray head at {address}: {exc.strerror or exc}") from None
 
 
 def existing_study(storage_url: str, study_name: str | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -255,6 +272,9 @@ def run_study(plan: Plan) -> optuna.Study:
     # Tune's experiment snapshot is not the source of truth here (Optuna's storage is): its warning
     # about snapshotting "too often" with CheckpointConfig(num_to_keep) is noise for our users.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's newer console output ignores verbose=0 (banners, TensorBoard hints); the progress lines
+    # below say what a user needs.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     workdir = Path(settings.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     sampler = make_sampler(plan.sampler, plan.grid, settings.seed)
@@ -314,6 +334,7 @@ def run_study(plan: Plan) -> optuna.Study:
         left = recover_interrupted(study)
         if left:
             status = "KILLED"
+            mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
             print(f"stopped with {len(left)} trial(s) unfinished; run the same command to continue them", flush=True)
         try:
             best = study.best_value

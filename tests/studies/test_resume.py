@@ -43,23 +43,38 @@ def wait_for_mid_study(storage: str, deadline: float) -> None:
     pytest.fail("the study did not reach a mid-study state in time")
 
 
-def test_kill_9_driver_then_same_command_completes_the_study(tmp_path, data_dir):
+@pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
+def test_stopped_driver_then_same_command_completes_the_study(tmp_path, data_dir, how):
     storage = f"sqlite:///{tmp_path}/hpstudy.db"
     cmd = command(tmp_path, data_dir)
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_mid_study(storage, time.time() + 300)
+        if how == "ctrl-c":  # what a terminal sends: SIGINT to the whole foreground group
+            os.killpg(first.pid, signal.SIGINT)
+            first.wait(timeout=120)
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         first.wait()
-    killed = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=storage).trials
-    interrupted = [t.number for t in killed if t.state.name == "RUNNING"]
-    assert interrupted, "the kill should leave RUNNING trials behind"
+    stopped = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=storage).trials
+    if how == "kill -9":
+        interrupted = [t.number for t in stopped if t.state.name == "RUNNING"]
+        assert interrupted, "the kill should leave RUNNING trials behind"
+    else:
+        # Ctrl-C: the driver itself re-queues its unfinished trials and closes their MLflow runs.
+        assert "RUNNING" not in {t.state.name for t in stopped}, (tmp_path / "first.log").read_text()[-2000:]
+        interrupted = [t.number for t in stopped if t.user_attrs.get("requeued_as")]
+        assert interrupted and "run the same command to continue" in (tmp_path / "first.log").read_text()
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        experiment = client.get_experiment_by_name("lenet5-sgd-lr-bs")
+        assert "RUNNING" not in {r.info.status for r in client.search_runs([experiment.experiment_id])}
 
     second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "continuing" in second.stdout and "interrupted trial(s)" in second.stdout
+    if how == "kill -9":
+        assert "continuing" in second.stdout and "interrupted trial(s)" in second.stdout
 
     study = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=storage)
     states = [t.state.name for t in study.trials]

@@ -148,6 +148,9 @@ BAD_RUNS = {
     "negative cpus": (["lenet5-sgd-lr-bs", "--cpus-per-trial", "-1"], "cpus_per_trial: must be > 0"),
     "train size too big": (["lenet5-sgd-lr-bs", "--train-size", "99999"], "train_size: 99999 is more than"),
     "dataset missing offline": (["simple-cnn-optimizers"], "cifar10: files missing in"),
+    "unreachable ray address": (["lenet5-sgd-lr-bs", "--ray-address", "127.0.0.1:1"], "ray_address: cannot reach a Ray head at 127.0.0.1:1"),
+    "malformed ray address": (["lenet5-sgd-lr-bs", "--ray-address", "headnode"], "ray_address: expected HOST:PORT"),
+    "grid point too big for the data": (["lenet5-sgd-lr-bs", "--train-size", "100"], "batch_size: 128 is larger than the training set (100 images)"),
 }
 
 
@@ -181,3 +184,16 @@ def test_conflicting_direction_or_definition_is_refused(place, capsys):
     assert main(place.args("lenet5-sgd-lr-bs", "--study-name", "min")) == 2
     assert "definition: study 'min' runs 'lenet5-tpe', not 'lenet5-sgd-lr-bs'" in capsys.readouterr().err
     assert len(optuna.load_study(study_name="min", storage=place.storage).trials) == 0
+
+
+def test_seeds_repeat_every_configuration_and_the_table_shows_spread(place, capsys):
+    assert main(place.args("lenet5-sgd-lr-bs", "--epochs", "1", "--seeds", "0,1", "--max-concurrent", "2")) == 0
+    printed = capsys.readouterr().out
+    study = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=place.storage)
+    runs = [(t.params["lr"], t.params["batch_size"], t.params["seed"]) for t in study.trials]
+    assert len(runs) == 12 and len(set(runs)) == 12 and {s for *_, s in runs} == {0, 1}
+    assert study.user_attrs["hpstudy"]["settings"]["seeds"] == [0, 1]
+    assert " ± " in printed  # mean ± std over the two seeds in every cell
+    # A continuation cannot change the seeds (results would mix two designs).
+    assert main(place.args("--study-name", "lenet5-sgd-lr-bs", "--seeds", "0,1,2")) == 2
+    assert "seeds: this study was run with seeds=[0, 1]" in capsys.readouterr().err
