@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hpstudy.registry import by_name
+
 from hpstudy.search_spaces import (
     cifar_resnet_depth,
     classic_tpe,
@@ -16,16 +18,8 @@ from hpstudy.search_spaces import (
 from hpstudy.search_spaces._base import SearchSpace
 
 
-def _by_name(*spaces: SearchSpace) -> dict[str, SearchSpace]:
-    out: dict[str, SearchSpace] = {}
-    for space in spaces:
-        if space.name in out:
-            raise ValueError(f"duplicate search space name {space.name!r}")
-        out[space.name] = space
-    return out
 
-
-SPACES: dict[str, SearchSpace] = _by_name(
+SPACES: dict[str, SearchSpace] = by_name((
     lr_bs.SPACE,
     optimizer_lr_bs.SPACE,
     lr_bs_wide.SPACE,
@@ -35,4 +29,4 @@ SPACES: dict[str, SearchSpace] = _by_name(
     mnist_cnn_variants.SPACE,
     cifar_resnet_depth.SPACE,
     classic_tpe.SPACE,
-)
+), "search space")

@@ -10,6 +10,8 @@ A `base` never sets a parameter its space searches (e.g. no `model` in the model
 
 from __future__ import annotations
 
+from hpstudy.registry import by_name
+
 from hpstudy.studies.definition import StudyDefinition
 
 _MNIST = {"dataset": "mnist-small", "model": "lenet5", "epochs": 10}
@@ -19,16 +21,8 @@ _MNIST_NOTE = ("Runs on the bundled mnist-small (4,000 train / 1,000 val images)
 _CIFAR_NOTE = "Needs CIFAR-10 pre-staged (40,000 train / 10,000 val images after the 0.2 split)."
 
 
-def _by_name(*studies: StudyDefinition) -> dict[str, StudyDefinition]:
-    out: dict[str, StudyDefinition] = {}
-    for study in studies:
-        if study.name in out:
-            raise ValueError(f"duplicate study name {study.name!r}")
-        out[study.name] = study
-    return out
 
-
-STUDIES: dict[str, StudyDefinition] = _by_name(
+STUDIES: dict[str, StudyDefinition] = by_name((
     StudyDefinition(
         name="lenet5-sgd-lr-bs",
         description="LeNet-5 on MNIST with plain SGD: learning rate x batch size",
@@ -165,4 +159,4 @@ STUDIES: dict[str, StudyDefinition] = _by_name(
               "warmup_epochs (1..3) assumes at least 4 epochs. " + _MNIST_NOTE,
         tags=("mnist", "lenet5", "tpe", "pruning"),
     ),
-)
+), "study")

@@ -7,6 +7,16 @@ from typing import Any, Mapping
 
 from hpstudy.trainables.trainable import DIRECTION, METRIC
 
+STUDY_ATTR = "hpstudy"  # the study user attr holding definition, settings and MLflow ids
+REQUEUED = "requeued_as"  # user attr of a FAILed (interrupted) trial whose point was queued again
+
+
+
+def superseded(trial) -> bool:
+    """An interrupted trial whose point runs again as a later trial: not counted, not a result."""
+    return trial.state.name == "FAIL" and REQUEUED in trial.user_attrs
+
+
 SAMPLERS = ("grid", "tpe", "random", "qmc")
 PRUNERS = ("none", "median", "percentile", "hyperband", "sha", "wilcoxon")
 

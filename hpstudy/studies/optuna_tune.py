@@ -24,13 +24,13 @@ from ray.tune.callback import Callback
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from hpstudy.studies.definition import REQUEUED, superseded
 from hpstudy.trainables.config import ConfigError, TrainConfig
 from hpstudy.trainables.trainable import METRIC, RESUME_KEY
 
 log = logging.getLogger(__name__)
 
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-REQUEUED = "requeued_as"  # user attr of a FAILed trial whose point was enqueued again
 
 
 @dataclass
@@ -38,18 +38,15 @@ class StudyBridge:
     study: optuna.Study
     suggest: Callable[[optuna.Trial], dict[str, Any]]
     base: dict[str, Any]  # fixed TrainConfig fields (dataset, model, epochs, threads, data_dir, ...)
-    target: int  # trials the study should end with (grid size x seeds, or n_trials)
+    target: int  # trials the study should end with (grid size x seeds, or n_trials x seeds)
+    repeat_seeds: tuple[int, ...] = ()  # non-grid samplers: queue each sampled configuration per seed
     trials: dict[str, optuna.Trial] = field(default_factory=dict)  # Ray trial id -> Optuna trial
     histories: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # per epoch
     prune_reasons: dict[str, str] = field(default_factory=dict)
 
     def remaining(self) -> int:
         """Trials still to start: the target minus trials that count (finished, running, queued)."""
-        counted = 0
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state == TrialState.FAIL and REQUEUED in t.user_attrs:
-                continue  # its point is queued again and counted through the new trial
-            counted += 1
+        counted = sum(not superseded(t) for t in self.study.get_trials(deepcopy=False))
         return self.target - counted
 
 
@@ -82,6 +79,12 @@ class OptunaSearcher(Searcher):
                 bridge.study.tell(trial, state=TrialState.FAIL)
                 continue
             trial.set_user_attr("ray_trial_id", trial_id)
+            if bridge.repeat_seeds and "seed_of" not in trial.user_attrs:
+                # A freshly sampled configuration: the same configuration runs once per other seed.
+                for seed in bridge.repeat_seeds:
+                    if seed != params["seed"]:
+                        bridge.study.enqueue_trial({**trial.params, "seed": seed},
+                                                   user_attrs={"seed_of": trial.number})
             bridge.trials[trial_id] = trial
             bridge.histories[trial_id] = {}
             config = {**values, "optuna_trial_number": trial.number}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from optuna.trial import TrialState
 from ray.tune.callback import Callback
 
-from hpstudy.studies.optuna_tune import REQUEUED, StudyBridge
+from hpstudy.studies.definition import superseded
+from hpstudy.studies.optuna_tune import StudyBridge
 
 
 class ProgressPrinter(Callback):
@@ -27,7 +28,7 @@ def progress_line(bridge: StudyBridge, number: int) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = {state: 0 for state in TrialState}
     for t in trials:
-        if not (t.state == TrialState.FAIL and REQUEUED in t.user_attrs):
+        if not superseded(t):
             counts[t.state] += 1
     done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED] + counts[TrialState.FAIL]
     this = trials[number]

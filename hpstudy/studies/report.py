@@ -22,11 +22,11 @@ import optuna  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-ATTR = "hpstudy"
+from hpstudy.studies.definition import STUDY_ATTR as ATTR, superseded  # noqa: E402
+
 EMPTY = "—"
 LEGEND_CAP = 20
 LABEL_ABBREVIATIONS = {"batch_size": "bs"}  # figure labels only; tables keep the TrainConfig names
-REQUEUED = "requeued_as"  # the runner's mark on a FAILed trial whose point was run again
 # A trial with one of these statuses has no trained result, even if Optuna stored a value.
 UNTRAINED = frozenset({"pruned", "diverged", "stalled", "failed"})
 STATE_STATUS = {TrialState.COMPLETE: "completed", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
@@ -241,7 +241,7 @@ def _cell(trials: list[FrozenTrial], metric: str) -> str:
 # ---------------------------------------------------------------- results table
 def _table_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     # An interrupted trial that was re-queued is superseded by its rerun: counting it would add a "failed".
-    return [t for t in trials if not (t.state == TrialState.FAIL and REQUEUED in t.user_attrs)]
+    return [t for t in trials if not superseded(t)]
 
 
 def _results_table(trials: list[FrozenTrial], meta: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import optuna
 
 from hpstudy.search_spaces import SPACES, grid_size
 from hpstudy.studies.builtin import STUDIES
-from hpstudy.studies.definition import PRUNERS, SAMPLERS, StudyDefinition
+from hpstudy.studies.definition import PRUNERS, SAMPLERS, STUDY_ATTR as ATTR, StudyDefinition
 from hpstudy.trainables.config import ConfigError, TrainConfig
 from hpstudy.trainables.engine import check_config
 from hpstudy.trainables.datasets import load_split
@@ -29,7 +29,6 @@ from hpstudy.trainables.loader import check_sizes
 
 log = logging.getLogger(__name__)
 
-ATTR = "hpstudy"
 # Settings that shape a study's results: fixed once the study has run.
 STUDY_SETTINGS = ("sampler", "pruner", "n_trials", "epochs", "seeds", "seed", "overrides")
 # Data-size overrides a laptop run may set (kept with the study).
@@ -68,7 +67,8 @@ class Plan:
     pruner: str
     epochs: int
     grid: dict[str, list[Any]] | None
-    target: int
+    n_trials: int | None  # as asked (configurations); None: the whole grid
+    target: int  # trials to end with: n_trials (or the grid size) x seeds
     base: dict[str, Any]
     seeds: tuple[int, ...] | None
     overrides: dict[str, Any]
@@ -78,7 +78,7 @@ class Plan:
     def study_attr(self) -> dict[str, Any]:
         return {"definition": self.definition.name, "table": list(self.definition.table or []) or None,
                 "metric": self.definition.metric, "direction": self.definition.direction,
-                "settings": {"sampler": self.sampler, "pruner": self.pruner, "n_trials": self.target,
+                "settings": {"sampler": self.sampler, "pruner": self.pruner, "n_trials": self.n_trials,
                              "epochs": self.epochs, "seeds": list(self.seeds) if self.seeds else None,
                              "seed": self.settings.seed, "overrides": self.overrides}}
 
@@ -133,10 +133,8 @@ def plan_run(settings: RunSettings) -> Plan:
             raise ConfigError(key, f"cannot be overridden (only {', '.join(OVERRIDABLE)})")
     space = SPACES[definition.space]
     grid = {k: list(v) for k, v in space.grid.items()} if space.grid else None
-    if seeds:
-        if sampler != "grid":
-            raise ConfigError("seeds", "repeating every configuration per seed needs --sampler grid")
-        grid = {**(grid or {}), "seed": list(seeds)}
+    if seeds and grid is not None and sampler == "grid":
+        grid = {**grid, "seed": list(seeds)}
     if sampler == "grid" and grid is None:
         raise ConfigError("sampler", f"grid needs a search space with a grid; space {definition.space} has none "
                                      f"(use tpe, random or qmc)")
@@ -159,7 +157,7 @@ def plan_run(settings: RunSettings) -> Plan:
     else:
         if n_trials is None:
             raise ConfigError("n_trials", f"sampler {sampler} needs --n-trials")
-        target = n_trials
+        target = n_trials * (len(seeds) if seeds else 1)  # each sampled configuration once per seed
     data_dir = str(Path(settings.data_dir).expanduser().resolve()) if settings.data_dir else None
     base = {**definition.base, **overrides, "epochs": epochs, "threads": max(1, int(settings.cpus_per_trial))}
     if data_dir:
@@ -168,7 +166,7 @@ def plan_run(settings: RunSettings) -> Plan:
         base["device"] = "cpu"
     _check_points(base, space, grid)
     return Plan(settings=settings, study_name=study_name or name, definition=definition, sampler=sampler,
-                pruner=pruner, epochs=epochs, grid=grid, target=target, base=base,
+                pruner=pruner, epochs=epochs, grid=grid, n_trials=n_trials, target=target, base=base,
                 seeds=tuple(seeds) if seeds else None, overrides=overrides, stored=stored, warnings=tuple(warnings))
 
 
@@ -300,7 +298,8 @@ def run_study(plan: Plan) -> optuna.Study:
     if closed:
         log.info("marked %d MLflow run(s) of the interrupted driver KILLED", closed)
 
-    bridge = StudyBridge(study=study, suggest=plan.suggest(), base=plan.base, target=plan.target)
+    bridge = StudyBridge(study=study, suggest=plan.suggest(), base=plan.base, target=plan.target,
+                         repeat_seeds=plan.seeds if plan.seeds and plan.sampler != "grid" else ())
     remaining = bridge.remaining() + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
     status = "FINISHED"
     started_ray = False

@@ -141,7 +141,6 @@ BAD_RUNS = {
     "unknown sampler": (["lenet5-sgd-lr-bs", "--sampler", "cmaes"], "sampler: unknown sampler 'cmaes'"),
     "unknown pruner": (["lenet5-sgd-lr-bs", "--pruner", "asha"], "pruner: unknown pruner 'asha'"),
     "grid on a define-by-run space": (["lenet5-tpe", "--sampler", "grid"], "sampler: grid needs a search space with a grid"),
-    "seeds without grid": (["lenet5-tpe", "--seeds", "0,1"], "seeds: repeating every configuration per seed needs --sampler grid"),
     "bad seeds": (["lenet5-sgd-lr-bs", "--seeds", "0,x"], "argument --seeds: expected comma-separated integers"),
     "zero trials": (["lenet5-tpe", "--n-trials", "0"], "n_trials: must be >= 1"),
     "zero epochs": (["lenet5-sgd-lr-bs", "--epochs", "0"], "epochs: must be >= 1"),
@@ -197,3 +196,19 @@ def test_seeds_repeat_every_configuration_and_the_table_shows_spread(place, caps
     # A continuation cannot change the seeds (results would mix two designs).
     assert main(place.args("--study-name", "lenet5-sgd-lr-bs", "--seeds", "0,1,2")) == 2
     assert "seeds: this study was run with seeds=[0, 1]" in capsys.readouterr().err
+
+
+def test_seeds_with_tpe_repeat_each_sampled_configuration(place, capsys, monkeypatch):
+    monkeypatch.setitem(STUDIES, "tiny-tpe", StudyDefinition(
+        name="tiny-tpe", description="TPE over the optimizer", space="optimizers", sampler="tpe",
+        base={"dataset": "mnist-small", "model": "mlp", "model_args": {"hidden": [32]}, "lr": 0.01,
+              "epochs": 1, "batch_size": 64}, n_trials=2))
+    assert main(place.args("tiny-tpe", "--seeds", "0,1", "--max-concurrent", "1")) == 0
+    study = optuna.load_study(study_name="tiny-tpe", storage=place.storage)
+    assert len(study.trials) == 4  # 2 configurations x 2 seeds
+    configurations = {}
+    for t in study.trials:
+        configurations.setdefault(t.params["optimizer"], set()).add(t.params["seed"])
+    assert all(seeds == {0, 1} for seeds in configurations.values()), configurations
+    assert " ± " in capsys.readouterr().out
+    assert study.user_attrs["hpstudy"]["settings"]["n_trials"] == 2
