@@ -138,9 +138,15 @@ def plan_run(settings: RunSettings) -> Plan:
     if sampler == "grid" and grid is None:
         raise ConfigError("sampler", f"grid needs a search space with a grid; space {definition.space} has none "
                                      f"(use tpe, random or qmc)")
-    for label, value in (("cpus_per_trial", settings.cpus_per_trial), ("gpus_per_trial", settings.gpus_per_trial)):
-        if value < 0 or (label == "cpus_per_trial" and value <= 0):
-            raise ConfigError(label, f"must be > 0 (got {value})" if label == "cpus_per_trial" else f"must be >= 0 (got {value})")
+    if settings.cpus_per_trial <= 0:
+        raise ConfigError("cpus_per_trial", f"must be > 0 (got {settings.cpus_per_trial})")
+    if settings.gpus_per_trial < 0:
+        raise ConfigError("gpus_per_trial", f"must be >= 0 (got {settings.gpus_per_trial})")
+    if settings.gpus_per_trial > 0 and not settings.ray_address:
+        import torch  # a local Ray has this machine's GPUs; Tune would wait forever for missing ones
+
+        if torch.cuda.device_count() == 0:
+            raise ConfigError("gpus_per_trial", "this machine has no CUDA GPU (use --ray-address for a cluster with GPUs)")
     if settings.max_concurrent is not None and settings.max_concurrent < 1:
         raise ConfigError("max_concurrent", f"must be >= 1 (got {settings.max_concurrent})")
     if settings.ray_address:

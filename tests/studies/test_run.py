@@ -145,6 +145,7 @@ BAD_RUNS = {
     "zero trials": (["lenet5-tpe", "--n-trials", "0"], "n_trials: must be >= 1"),
     "zero epochs": (["lenet5-sgd-lr-bs", "--epochs", "0"], "epochs: must be >= 1"),
     "negative cpus": (["lenet5-sgd-lr-bs", "--cpus-per-trial", "-1"], "cpus_per_trial: must be > 0"),
+    "negative gpus": (["lenet5-sgd-lr-bs", "--gpus-per-trial", "-0.5"], "gpus_per_trial: must be >= 0"),
     "train size too big": (["lenet5-sgd-lr-bs", "--train-size", "99999"], "train_size: 99999 is more than"),
     "dataset missing offline": (["simple-cnn-optimizers"], "cifar10: files missing in"),
     "unreachable ray address": (["lenet5-sgd-lr-bs", "--ray-address", "127.0.0.1:1"], "ray_address: cannot reach a Ray head at 127.0.0.1:1"),
