@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from hpstudy.studies.builtin import STUDIES
 from hpstudy.trainables import TIMING_FIELDS, TrainConfig, train
 
-EPOCHS = 4
+EPOCHS = 6
 
 
 def without_timing(history):
@@ -23,23 +23,25 @@ def without_timing(history):
 
 def command(tmp_path, data_dir):
     return [sys.executable, "-m", "hpstudy", "run", "lenet5-sgd-lr-bs", "--epochs", str(EPOCHS),
-            "--train-size", "1000", "--val-size", "128", "--test-size", "256", "--max-concurrent", "2",
+            "--train-size", "2000", "--val-size", "128", "--test-size", "256", "--max-concurrent", "2",
             "--storage", f"sqlite:///{tmp_path}/hpstudy.db", "--mlflow-tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
             "--data-dir", data_dir, "--workdir", str(tmp_path / "runs")]
 
 
-def wait_for_mid_study(storage: str, deadline: float) -> None:
-    """Until at least one trial is COMPLETE and a RUNNING one has a checkpoint."""
+def wait_for_mid_study(storage: str, deadline: float) -> int:
+    """Until a trial is COMPLETE and a RUNNING one has a checkpoint with at least half its epochs still
+    to go (so it cannot finish before the signal lands); returns that trial's number."""
     while time.time() < deadline:
-        time.sleep(1)
+        time.sleep(0.3)
         try:
             trials = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=storage).trials
         except Exception:  # the study does not exist yet
             continue
         done = [t for t in trials if t.state.name == "COMPLETE"]
-        running = [t for t in trials if t.state.name == "RUNNING" and "checkpoint" in t.user_attrs]
+        running = [t for t in trials if t.state.name == "RUNNING" and "checkpoint" in t.user_attrs
+                   and len(t.intermediate_values) <= EPOCHS // 2]
         if done and running:
-            return
+            return running[0].number
     pytest.fail("the study did not reach a mid-study state in time")
 
 
@@ -50,7 +52,7 @@ def test_stopped_driver_then_same_command_completes_the_study(tmp_path, data_dir
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for_mid_study(storage, time.time() + 300)
+        checkpointed = wait_for_mid_study(storage, time.time() + 300)
         if how == "ctrl-c":  # what a terminal sends: SIGINT to the whole foreground group
             os.killpg(first.pid, signal.SIGINT)
             first.wait(timeout=120)
@@ -61,12 +63,12 @@ def test_stopped_driver_then_same_command_completes_the_study(tmp_path, data_dir
     stopped = optuna.load_study(study_name="lenet5-sgd-lr-bs", storage=storage).trials
     if how == "kill -9":
         interrupted = [t.number for t in stopped if t.state.name == "RUNNING"]
-        assert interrupted, "the kill should leave RUNNING trials behind"
+        assert checkpointed in interrupted, "the kill should leave the checkpointed trial RUNNING"
     else:
         # Ctrl-C: the driver itself re-queues its unfinished trials and closes their MLflow runs.
         assert "RUNNING" not in {t.state.name for t in stopped}, (tmp_path / "first.log").read_text()[-2000:]
         interrupted = [t.number for t in stopped if t.user_attrs.get("requeued_as")]
-        assert interrupted and "run the same command to continue" in (tmp_path / "first.log").read_text()
+        assert checkpointed in interrupted and "run the same command to continue" in (tmp_path / "first.log").read_text()
         client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
         experiment = client.get_experiment_by_name("lenet5-sgd-lr-bs")
         assert "RUNNING" not in {r.info.status for r in client.search_runs([experiment.experiment_id])}
@@ -92,7 +94,7 @@ def test_stopped_driver_then_same_command_completes_the_study(tmp_path, data_dir
     for trial in continued:
         # Every epoch it trained has its intermediate value (the early ones carried over).
         assert sorted(trial.intermediate_values) == [h["epoch"] for h in trial.user_attrs["history"]]
-        base = {**STUDIES["lenet5-sgd-lr-bs"].base, "epochs": EPOCHS, "train_size": 1000, "val_size": 128,
+        base = {**STUDIES["lenet5-sgd-lr-bs"].base, "epochs": EPOCHS, "train_size": 2000, "val_size": 128,
                 "test_size": 256, "threads": 1, "device": "cpu", "data_dir": data_dir, **trial.params}
         reference = train(TrainConfig.from_dict(base))
         assert without_timing(trial.user_attrs["history"]) == without_timing(reference["history"])
