@@ -163,6 +163,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpstudy.studies.report import comparison_table
+    from hpstudy.studies.runner import check_storage_url, existing_study
+
+    check_storage_url(args.storage)
+    studies = []
+    for name in args.study_name:
+        if existing_study(args.storage, name)[1] is None:
+            raise UsageError(f"study-name: no study {name!r} in {args.storage}")
+        studies.append(optuna.load_study(study_name=name, storage=args.storage))
+    try:
+        print(comparison_table(studies, args.by))
+    except ValueError as exc:
+        raise UsageError(f"by: {exc}") from None
+    return 0
+
+
 def cmd_studies(args: argparse.Namespace) -> int:
     from hpstudy.search_spaces import SPACES, grid_size
     from hpstudy.studies.builtin import STUDIES
@@ -224,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", default="sqlite:///hpstudy.db")
     report.add_argument("--out", required=True, help="directory for report.md and its PNG figures")
     report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser("compare", help="several studies side by side, e.g. optimizer x model")
+    compare.add_argument("--study-name", required=True, nargs="+", help="two or more studies")
+    compare.add_argument("--storage", default="sqlite:///hpstudy.db")
+    compare.add_argument("--by", default="optimizer", help="the searched parameter for the rows (default: %(default)s)")
+    compare.set_defaults(func=cmd_compare)
 
     sub.add_parser("studies", help="list the built-in study definitions").set_defaults(func=cmd_studies)
     sub.add_parser("spaces", help="list the search spaces").set_defaults(func=cmd_spaces)

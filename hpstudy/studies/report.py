@@ -57,6 +57,33 @@ def results_table(study: optuna.Study) -> str:
     return _results_table(_trials(study), _meta(study))
 
 
+def comparison_table(studies: list[optuna.Study], row_param: str) -> str:
+    """Several studies side by side (e.g. optimizer x model from the three optimizer studies): rows are
+    the values of ``row_param``, one column per study, labelled with its model (or its name), cells as in
+    results_table (best validation accuracy, mean ± std over seeds, or the status word)."""
+    columns = []
+    for study in studies:
+        meta = _meta(study)
+        trials = [t for t in _table_trials(_trials(study)) if row_param in t.params]
+        if not trials:
+            raise ValueError(f"study {study.study_name!r} did not search {row_param!r}")
+        columns.append((_study_label(meta), meta["metric"], trials))
+    values = sorted({t.params[row_param] for _, _, trials in columns for t in trials}, key=_sort_key)
+    rows = [[_fmt_param(v)] + [_cell([t for t in trials if t.params[row_param] == v], metric)
+                               for _, metric, trials in columns] for v in values]
+    body = _md_table([f"{row_param} \\ study"] + [label for label, _, _ in columns], rows)
+    return f"{body}\n\nValues: {_value_words(_meta(studies[0]))}."
+
+
+def _study_label(meta: dict[str, Any]) -> str:
+    from hpstudy.studies.builtin import STUDIES  # data only: no torch or ray
+
+    definition = STUDIES.get(meta.get("definition", ""))
+    if definition and "model" in definition.base:
+        return f"{definition.base['model']} ({definition.base.get('dataset', '?')})"
+    return meta["name"]
+
+
 def best_trial_summary(study: optuna.Study) -> str:
     """A short block naming the best finished trial: number, value, params and test accuracy."""
     trials, meta = _trials(study), _meta(study)

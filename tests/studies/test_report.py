@@ -242,3 +242,24 @@ def test_log_report_to_mlflow(storage, failures_study, failures_report, tmp_path
     logged = {Path(a.path).name for a in client.list_artifacts(parent, "report")}
     assert logged == {"report.md", *FIGURES}
     assert len(client.search_runs([experiment_id])) == 1  # no run was started
+
+
+def test_comparison_table_puts_studies_side_by_side(tmp_path):
+    from hpstudy.studies.report import comparison_table
+
+    storage = f"sqlite:///{tmp_path}/cmp.db"
+    studies = []
+    for definition, values in (("mlp-optimizers", {"sgd": 0.90, "adam": 0.95}),
+                               ("simple-cnn-optimizers", {"sgd": 0.60, "adam": 0.70})):
+        study = optuna.create_study(storage=storage, study_name=definition, direction="maximize")
+        study.set_user_attr("hpstudy", {"definition": definition, "metric": "val_acc", "direction": "maximize"})
+        for optimizer, value in values.items():
+            study.add_trial(optuna.trial.create_trial(
+                params={"optimizer": optimizer}, value=value,
+                distributions={"optimizer": optuna.distributions.CategoricalDistribution(["sgd", "adam"])}))
+        studies.append(study)
+    table = comparison_table(studies, "optimizer")
+    assert "| optimizer \\ study | mlp (mnist-small) | simple_cnn (cifar10) |" in table
+    assert "| adam | 95.00 | 70.00 |" in table and "| sgd | 90.00 | 60.00 |" in table
+    with pytest.raises(ValueError, match="did not search 'lr'"):
+        comparison_table(studies, "lr")
