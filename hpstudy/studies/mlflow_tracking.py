@@ -8,7 +8,6 @@ happens in the driver, batched (``log_batch``: one call per epoch, not one per m
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from mlflow.tracking import MlflowClient
 from ray.tune.callback import Callback
 
 from hpstudy.studies.optuna_tune import StudyBridge
-from hpstudy.trainables.outputs import write_run_outputs
 
 STUDY_TAG = "hpstudy.study"
 _EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
@@ -116,11 +114,9 @@ class MlflowTrialLogger(Callback):
         frozen = self.bridge.study.get_trials(deepcopy=False)[number]
         metrics, tags = _outcome(frozen)
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        final = _final_from_last(trial.last_result)
-        if final is not None:
-            with tempfile.TemporaryDirectory(prefix="hpstudy-mlflow-") as tmp:
-                for path in write_run_outputs(final, Path(tmp)):
-                    self.client.log_artifact(run_id, str(path))
+        outputs = (trial.last_result or {}).get("outputs_dir")
+        if outputs and Path(outputs).is_dir():
+            self.client.log_artifacts(run_id, outputs)
         self.client.set_terminated(run_id, status=mlflow_status if frozen.state.name != "FAIL" else "FAILED")
 
 
@@ -141,12 +137,6 @@ def finish_parent_run(client: MlflowClient, parent_run_id: str, best_value: floa
     if best_value is not None:
         client.log_metric(parent_run_id, "best_val_acc", best_value)
     client.set_terminated(parent_run_id, status=status)
-
-
-def _final_from_last(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    if result and result.get("final") and "result_json" in result:
-        return json.loads(result["result_json"])
-    return None
 
 
 def _text(value: Any) -> str:

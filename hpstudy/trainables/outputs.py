@@ -28,6 +28,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> N
     """Train/val loss and accuracy against epoch, side by side, in one PNG."""
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    # Fixed margins: tight_layout costs a third of the time per figure, and every trial draws one.
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.85 if title else 0.9, wspace=0.22)
     for split in ("train", "val"):
         ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], marker=".", label=split)
         ax_acc.plot(epochs, [h[f"{split}_acc"] for h in history], marker=".", label=split)
@@ -39,7 +41,6 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> N
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -21,6 +21,7 @@ DIRECTION = "maximize"
 # Keys of a Tune config that are not TrainConfig fields.
 RESUME_KEY = "resume_from"  # a checkpoint directory of an interrupted earlier trial, if any
 META_KEYS = (RESUME_KEY, "optuna_trial_number")
+OUTPUTS_DIR = "outputs"  # in the Ray trial dir: history.csv, curves.png, per_class.csv, ...
 
 
 class TuneReporter:
@@ -46,11 +47,17 @@ class TuneReporter:
     def finish(self, result: dict[str, Any]) -> None:
         from ray import tune
 
+        from hpstudy.trainables.outputs import write_run_outputs
+
+        # The run's files are drawn here, in the worker, not in the driver whose event loop every
+        # trial waits on; the driver copies them into MLflow. The trial dir is under Ray's storage path.
+        outputs = Path(tune.get_context().get_trial_dir()) / OUTPUTS_DIR
+        write_run_outputs(result, outputs)
         history = result["history"]
         last = dict(history[-1]) if history else {"epoch": 0}
         # As a JSON string: Tune flattens nested dicts in results.
         tune.report({**last, "final": True, "status": result["status"], "reason": result["reason"] or "",
-                     "result_json": json.dumps(result)})
+                     "result_json": json.dumps(result), "outputs_dir": str(outputs)})
 
 
 def tune_trainable(config: dict[str, Any]) -> None:
