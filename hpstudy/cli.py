@@ -145,17 +145,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def _load_study(storage: str, name: str):
+    """An existing study, or one line saying there is none (never creates a storage or a study)."""
     import optuna
 
-    from hpstudy.studies.report import log_report_to_mlflow, write_report
     from hpstudy.studies.runner import check_storage_url, existing_study
 
-    check_storage_url(args.storage)
-    _, direction = existing_study(args.storage, args.study_name)
-    if direction is None:
-        raise UsageError(f"study-name: no study {args.study_name!r} in {args.storage}")
-    study = optuna.load_study(study_name=args.study_name, storage=args.storage)
+    check_storage_url(storage)
+    if existing_study(storage, name)[1] is None:
+        raise UsageError(f"study-name: no study {name!r} in {storage}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hpstudy.studies.report import log_report_to_mlflow, write_report
+
+    study = _load_study(args.storage, args.study_name)
     _check_writable(Path(args.out))
     files = write_report(study, Path(args.out))
     logged = log_report_to_mlflow(study, files)
@@ -164,17 +169,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import optuna
-
     from hpstudy.studies.report import comparison_table
-    from hpstudy.studies.runner import check_storage_url, existing_study
 
-    check_storage_url(args.storage)
-    studies = []
-    for name in args.study_name:
-        if existing_study(args.storage, name)[1] is None:
-            raise UsageError(f"study-name: no study {name!r} in {args.storage}")
-        studies.append(optuna.load_study(study_name=name, storage=args.storage))
+    studies = [_load_study(args.storage, name) for name in args.study_name]
     try:
         print(comparison_table(studies, args.by))
     except ValueError as exc:

@@ -34,4 +34,4 @@ class StudyDefinition:
     metric: str = METRIC
     direction: str = DIRECTION
     notes: str = ""  # where the classic experiment comes from, what to expect
-    tags: tuple[str, ...] = field(default=())
+    tags: tuple[str, ...] = field(default=())  # dataset, model and what is compared, for finding studies

@@ -30,7 +30,6 @@ from hpstudy.trainables.trainable import METRIC, RESUME_KEY
 
 log = logging.getLogger(__name__)
 
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 @dataclass

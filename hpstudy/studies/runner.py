@@ -29,10 +29,8 @@ from hpstudy.trainables.loader import check_sizes
 
 log = logging.getLogger(__name__)
 
-# Settings that shape a study's results: fixed once the study has run.
-STUDY_SETTINGS = ("sampler", "pruner", "n_trials", "epochs", "seeds", "seed", "overrides")
 # Data-size overrides a laptop run may set (kept with the study).
-OVERRIDABLE = ("train_size", "val_size", "test_size", "dataset")
+OVERRIDABLE = ("train_size", "val_size", "test_size")
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class Plan:
     warnings: tuple[str, ...] = ()
 
     def study_attr(self) -> dict[str, Any]:
-        return {"definition": self.definition.name, "table": list(self.definition.table or []) or None,
+        return {"definition": self.definition.name, "table": list(self.definition.table) if self.definition.table else None,
                 "metric": self.definition.metric, "direction": self.definition.direction,
                 "settings": {"sampler": self.sampler, "pruner": self.pruner, "n_trials": self.n_trials,
                              "epochs": self.epochs, "seeds": list(self.seeds) if self.seeds else None,

@@ -96,8 +96,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct_sum, seen = 0, 0
+        loss_sum, correct_sum, seen = 0.0, 0, 0
         for images, labels in loader.train_batches(train_split, cfg.batch_size, generator):
             x = normalize(images, cfg.augment, generator)
             with autocast:
@@ -109,8 +108,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
             if per_step:
                 scheduler.step()
             correct = int((logits.argmax(1) == labels).sum())
-            loss_value = float(loss.detach())
-            loss_sum += loss.detach().double() * len(labels)
+            loss_value = float(loss.detach())  # one sync per step: the divergence monitor needs it anyway
+            loss_sum += loss_value * len(labels)
             correct_sum += correct
             seen += len(labels)
             reason = monitor.update(loss_value, correct, len(labels))
@@ -125,7 +124,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
             scheduler.step()
         val_loss, val_acc, _ = evaluate(model, val_split, normalize, info.num_classes, autocast)
         metrics = {
-            "epoch": epoch + 1, "train_loss": float(loss_sum) / seen, "train_acc": correct_sum / seen,
+            "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct_sum / seen,
             "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
             "epoch_time_s": time.perf_counter() - started, "images_per_s": seen / train_time,
         }
