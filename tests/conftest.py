@@ -12,3 +12,14 @@ def one_thread():
 def data_dir(tmp_path_factory):
     """A private data root (mnist-small is unpacked here once per session)."""
     return str(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server per test session (loopback, random password); see postgres_server.py.
+    Use `postgres.create_database(name)` for a fresh database URL."""
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
