@@ -7,11 +7,14 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: the study stopped with trials re-queued
+EXIT_TERMINATED = 143  # SIGTERM (e.g. SLURM preemption): the same; requeue the job
 
 
 class UsageError(Exception):
@@ -120,9 +123,42 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+_terminated = False
+_armed = False
+
+
+def _stop_gracefully(signum, frame) -> None:
+    # SLURM preemption and `docker stop` send SIGTERM. Ray Tune stops a run gracefully on SIGINT (its
+    # own handler while trials run), so SIGTERM becomes SIGINT: trials stop at their newest checkpoint
+    # and are re-queued; the exit code (143) tells a batch script to requeue the job. Only the first
+    # signal counts (SLURM may signal both the batch shell and the driver), and none acts during the
+    # setup, where it would interrupt a database migration: it is acted on once the setup is done.
+    global _terminated
+    if _terminated:
+        return
+    _terminated = True
+    if _armed:
+        _interrupt()
+
+
+def _interrupt() -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):  # Tune's graceful stop, or Python's KeyboardInterrupt
+        handler(signal.SIGINT, None)
+    else:  # SIGINT ignored (a background job of a non-interactive shell)
+        raise KeyboardInterrupt
+
+
+def _arm() -> None:
+    global _armed
+    _armed = True
+    if _terminated:
+        _interrupt()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hpstudy.studies.report import best_trial_summary, results_table
-    from hpstudy.studies.runner import RunSettings, plan_run, run_study
+    from hpstudy.studies.runner import RunSettings, StudyInterrupted, plan_run, run_study
 
     overrides = {k: getattr(args, k) for k in ("train_size", "val_size", "test_size") if getattr(args, k) is not None}
     settings = RunSettings(
@@ -137,7 +173,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"hpstudy run: study {plan.study_name!r} ({plan.definition.name}: {plan.sampler} sampler, "
           f"{plan.pruner} pruner, {plan.target} trials, {plan.epochs} epochs) in {settings.storage}; "
           f"MLflow {settings.mlflow_tracking_uri}", flush=True)
-    study = run_study(plan)
+    signal.signal(signal.SIGTERM, _stop_gracefully)
+    try:
+        study = run_study(plan, on_ready=_arm)
+    except StudyInterrupted as exc:
+        print(f"hpstudy: {exc}; run the same command to continue", file=sys.stderr)
+        return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
     print()
     print(results_table(study))
     print()
@@ -150,11 +191,12 @@ def _load_study(storage: str, name: str):
     import optuna
 
     from hpstudy.studies.runner import check_storage_url, existing_study
+    from hpstudy.studies.storage import open_storage
 
     check_storage_url(storage)
     if existing_study(storage, name)[1] is None:
         raise UsageError(f"study-name: no study {name!r} in {storage}")
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -266,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("hpstudy: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def close_stale_runs(client: MlflowClient, experiment_id: str, parent_run_id: st
         if run.info.run_id == parent_run_id or number is None:
             continue
         frozen = trials[int(number)]
+        if frozen.state.name == "RUNNING":
+            continue  # another live driver's trial (recovery has re-queued the dead drivers' ones)
         metrics, tags = _outcome(frozen)
         client.log_batch(run.info.run_id, metrics=metrics, tags=tags)
         if frozen.state.name in ("COMPLETE", "PRUNED"):

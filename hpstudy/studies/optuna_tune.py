@@ -8,11 +8,14 @@ itself. Here the study lives in the user's storage and keeps its sampler and pru
 - ``OptunaPruningScheduler`` (a Tune TrialScheduler) reports each epoch's value to the Optuna trial
   and asks the study's pruner; "prune" stops the Ray trial at once, freeing its worker.
 Both share one ``StudyBridge`` holding the Ray-trial-id -> Optuna-trial map. Everything runs in the
-driver process, so a SQLite storage has a single writer.
+driver process. Several drivers may share a study (PostgreSQL or journal storage): each creates its
+trials under the study lock and tags them with its lease (see drivers.py), so counts and grid points
+stay exact and a dead driver's trials are re-queued once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from hpstudy.studies.definition import REQUEUED, superseded
+from hpstudy.studies.drivers import DRIVER_ATTR, live_drivers
 from hpstudy.trainables.config import ConfigError, TrainConfig
 from hpstudy.trainables.trainable import METRIC, RESUME_KEY
 
@@ -39,6 +43,8 @@ class StudyBridge:
     base: dict[str, Any]  # fixed TrainConfig fields (dataset, model, epochs, threads, data_dir, ...)
     target: int  # trials the study should end with (grid size x seeds, or n_trials x seeds)
     repeat_seeds: tuple[int, ...] = ()  # non-grid samplers: queue each sampled configuration per seed
+    lock: Any = field(default_factory=contextlib.nullcontext)  # storage.StudyLock shared with other drivers
+    driver_id: str | None = None  # this driver's lease id, tagged on every trial it starts
     trials: dict[str, optuna.Trial] = field(default_factory=dict)  # Ray trial id -> Optuna trial
     histories: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # per epoch
     prune_reasons: dict[str, str] = field(default_factory=dict)
@@ -47,6 +53,15 @@ class StudyBridge:
         """Trials still to start: the target minus trials that count (finished, running, queued)."""
         counted = sum(not superseded(t) for t in self.study.get_trials(deepcopy=False))
         return self.target - counted
+
+    def has_work(self) -> bool:
+        """A trial to start: the target is not reached, or a trial is queued (enqueued, re-queued)."""
+        return self.remaining() > 0 or bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def running(self, mine: bool) -> list[int]:
+        """Numbers of RUNNING trials of this driver (mine) or of the other drivers."""
+        return [t.number for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if (t.user_attrs.get(DRIVER_ATTR) == self.driver_id) == mine]
 
 
 class OptunaSearcher(Searcher):
@@ -66,24 +81,27 @@ class OptunaSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         bridge = self.bridge
-        while bridge.remaining() > 0 or self._has_waiting():
-            trial = bridge.study.ask()  # WAITING (enqueued) trials first, then the sampler
-            params = bridge.suggest(trial)
-            values = {**bridge.base, **params}
-            try:
-                TrainConfig.from_dict(values)
-            except ConfigError as exc:  # a sampled combination the engine rejects: record it, ask again
-                trial.set_user_attr("status", "failed")
-                trial.set_user_attr("reason", f"invalid configuration: {exc}")
-                bridge.study.tell(trial, state=TrialState.FAIL)
+        while True:
+            with bridge.lock:  # counting and creating a trial must not interleave with other drivers
+                recover_interrupted(bridge.study, from_dead_drivers_besides=bridge.driver_id)
+                if not bridge.has_work():
+                    # Nothing to start now. Trials other drivers still run are waited for outside
+                    # Tune (run_study), where no idle actor holds a CPU their trials may need.
+                    return Searcher.FINISHED
+                trial = bridge.study.ask()  # WAITING (enqueued) trials first, then the sampler
+                trial.set_user_attr(DRIVER_ATTR, bridge.driver_id)
+                params = bridge.suggest(trial)
+                valid = self._check(trial, {**bridge.base, **params})
+                if valid and bridge.repeat_seeds and "seed_of" not in trial.user_attrs:
+                    # A freshly sampled configuration: the same configuration runs once per other seed.
+                    for seed in bridge.repeat_seeds:
+                        if seed != params["seed"]:
+                            bridge.study.enqueue_trial({**trial.params, "seed": seed},
+                                                       user_attrs={"seed_of": trial.number})
+            if not valid:
                 continue
+            values = {**bridge.base, **params}
             trial.set_user_attr("ray_trial_id", trial_id)
-            if bridge.repeat_seeds and "seed_of" not in trial.user_attrs:
-                # A freshly sampled configuration: the same configuration runs once per other seed.
-                for seed in bridge.repeat_seeds:
-                    if seed != params["seed"]:
-                        bridge.study.enqueue_trial({**trial.params, "seed": seed},
-                                                   user_attrs={"seed_of": trial.number})
             bridge.trials[trial_id] = trial
             bridge.histories[trial_id] = {}
             config = {**values, "optuna_trial_number": trial.number}
@@ -100,8 +118,16 @@ class OptunaSearcher(Searcher):
         for step, value in sorted(previous.intermediate_values.items()):
             trial.report(value, step)
 
-    def _has_waiting(self) -> bool:
-        return bool(self.bridge.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    def _check(self, trial: optuna.Trial, values: dict[str, Any]) -> bool:
+        try:
+            TrainConfig.from_dict(values)
+            return True
+        except ConfigError as exc:  # a sampled combination the engine rejects: record it, ask again
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", f"invalid configuration: {exc}")
+            self.bridge.study.tell(trial, state=TrialState.FAIL)
+            return False
+
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         bridge = self.bridge
@@ -114,7 +140,8 @@ class OptunaSearcher(Searcher):
             history = final["history"]
             _set_attrs(trial, {"history": history, "test": final["test"], "classes": final["classes"],
                                "param_count": final["param_count"], "status": final["status"],
-                               "reason": final["reason"] or ""})
+                               "reason": final["reason"] or "", "node_id": final.get("node_id"),
+                               "resumed_from_epoch": final.get("resumed_from_epoch", 0)})
         else:
             trial.set_user_attr("history", history)
         if error:
@@ -172,11 +199,21 @@ class CheckpointRecorder(Callback):
             optuna_trial.set_user_attr("checkpoint", checkpoint.path)
 
 
-def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a driver that died: mark them FAIL and queue their parameters again with
-    their newest checkpoint, so the next run continues them. Returns the numbers re-queued."""
+def recover_interrupted(study: optuna.Study, *, of_driver: str | None = None,
+                        from_dead_drivers_besides: str | None = None) -> list[int]:
+    """Interrupted trials: mark them FAIL and queue their parameters again with their newest checkpoint,
+    so that a driver continues them. Either this driver's own trials when it stops (``of_driver``), or
+    the trials of drivers that are gone (``from_dead_drivers_besides``: this driver's id). Call it under
+    the study lock. Returns the numbers re-queued."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if of_driver is not None:
+        interrupted = [t for t in running if t.user_attrs.get(DRIVER_ATTR) == of_driver]
+    else:
+        live = set(live_drivers(study)) if running else set()
+        live.add(from_dead_drivers_besides)
+        interrupted = [t for t in running if t.user_attrs.get(DRIVER_ATTR) not in live]
     requeued = []
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    for frozen in interrupted:
         trial = optuna.trial.Trial(study, frozen._trial_id)
         attrs = {RESUME_KEY: frozen.user_attrs.get("checkpoint"), "retry_of": frozen.number}
         study.enqueue_trial(frozen.params, user_attrs={k: v for k, v in attrs.items() if v is not None})

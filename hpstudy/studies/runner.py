@@ -11,23 +11,30 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 
 from hpstudy.search_spaces import SPACES, grid_size
 from hpstudy.studies.builtin import STUDIES
+from hpstudy.studies import storage as storages
 from hpstudy.studies.definition import PRUNERS, SAMPLERS, STUDY_ATTR as ATTR, StudyDefinition
+from hpstudy.studies.drivers import is_alive, leases
+from hpstudy.studies.storage import check_storage_url
 from hpstudy.trainables.config import ConfigError, TrainConfig
 from hpstudy.trainables.engine import check_config
 from hpstudy.trainables.datasets import load_split
 from hpstudy.trainables.loader import check_sizes
 
 log = logging.getLogger(__name__)
+
+POLL_S = 2.0  # while other drivers finish their trials
 
 # Data-size overrides a laptop run may set (kept with the study).
 OVERRIDABLE = ("train_size", "val_size", "test_size")
@@ -100,6 +107,8 @@ def plan_run(settings: RunSettings) -> Plan:
     study_name = settings.study_name or settings.definition  # the study is named after its definition
     stored, direction = existing_study(settings.storage, study_name)
     name = settings.definition or (stored or {}).get("definition")
+    if study_name:
+        check_single_driver(settings.storage, study_name)
     if name is None:
         if study_name and stored is None and direction is not None:
             raise ConfigError("definition", f"study {settings.study_name!r} exists but was not made by hpstudy: "
@@ -184,20 +193,6 @@ def _fixed(key: str, asked: Any, previous: dict[str, Any], default: Any) -> Any:
     return asked if asked is not None else default
 
 
-def check_storage_url(url: str) -> None:
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise ConfigError("storage", f"{url}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise ConfigError("storage", f"{url}: directory {parent} is not writable")
-        return
-    if url.startswith(("postgresql://", "postgresql+psycopg://", "mysql://", "mysql+pymysql://")):
-        return
-    raise ConfigError("storage", f"unsupported storage URL {url!r} (use sqlite:///FILE or postgresql://USER@HOST/DB)")
-
-
 def check_ray_address(address: str) -> None:
     """A reachable head node, probed with a 5 s TCP connect: ray.init waits minutes on a dead address."""
     if address == "auto":
@@ -214,20 +209,37 @@ def check_ray_address(address: str) -> None:
 
 def existing_study(storage_url: str, study_name: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """(the study's hpstudy attr, its direction) when the study exists; (None, None) otherwise.
-    Never creates a SQLite file that is not there yet."""
-    if not study_name:
-        return None, None
-    if storage_url.startswith("sqlite:///") and not Path(storage_url[len("sqlite:///"):]).exists():
-        return None, None
-    try:
-        storage = optuna.storages.get_storage(storage_url)
-        summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    except Exception as exc:  # unreachable server, bad credentials, not a database
-        raise ConfigError("storage", f"cannot open {storage_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    summary = summaries.get(study_name)
+    Never creates a SQLite or journal file that is not there yet."""
+    summary = _summary(storage_url, study_name)
     if summary is None:
         return None, None
     return summary.user_attrs.get(ATTR), summary.direction.name.lower()
+
+
+def _summary(storage_url: str, study_name: str | None):
+    if not study_name or not storages.exists(storage_url):
+        return None
+    try:
+        storage = storages.open_storage(storage_url)
+        summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    except ConfigError:
+        raise
+    except Exception as exc:  # unreachable server, bad credentials, not a database
+        raise ConfigError("storage", f"cannot open {storage_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    return summaries.get(study_name)
+
+
+def check_single_driver(storage_url: str, study_name: str) -> None:
+    """SQLite serves one driver per study: refuse a second one while the first is alive."""
+    if storages.kind(storage_url) != "sqlite" or _summary(storage_url, study_name) is None:
+        return
+    storage = storages.open_storage(storage_url)
+    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(study_name))
+    for lease in leases(attrs).values():
+        if is_alive(lease):
+            raise ConfigError("storage", f"study {study_name!r} is being run by another driver (host {lease['host']}, "
+                                         f"pid {lease['pid']}); SQLite takes one driver per study: for several, use "
+                                         f"postgresql+psycopg://USER:PASSWORD@HOST/DB or journal:///SHARED/FILE.log")
 
 
 def _check_points(base: dict[str, Any], space, grid: dict[str, list[Any]] | None) -> None:
@@ -257,13 +269,24 @@ def _first_point(space) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- running
 
-def run_study(plan: Plan) -> optuna.Study:
-    """Run the planned study to its target; returns the study (reload it for the final state)."""
+class StudyInterrupted(Exception):
+    """The driver stopped (a signal) with trials unfinished; they are re-queued for the next run."""
+
+    def __init__(self, numbers: list[int]):
+        super().__init__(f"stopped with {len(numbers)} trial(s) unfinished: {numbers}")
+        self.numbers = numbers
+
+
+def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.Study:
+    """Run the planned study to its target; returns the study (reload it for the final state).
+    ``on_ready`` is called once the setup is done (study, MLflow, Ray) and trials are about to start:
+    the CLI arms its SIGTERM handler there, so a signal never lands inside a database migration."""
     import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
 
     from hpstudy.studies import mlflow_tracking
+    from hpstudy.studies.drivers import DriverLease, live_drivers
     from hpstudy.studies.optuna_tune import (CheckpointRecorder, OptunaPruningScheduler, OptunaSearcher,
                                              StudyBridge, recover_interrupted)
     from hpstudy.studies.progress import ProgressPrinter
@@ -281,69 +304,102 @@ def run_study(plan: Plan) -> optuna.Study:
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     sampler = make_sampler(plan.sampler, plan.grid, settings.seed)
     pruner = make_pruner(plan.pruner, plan.epochs)
-    study = optuna.create_study(study_name=plan.study_name, storage=settings.storage, sampler=sampler,
-                                pruner=pruner, direction=plan.definition.direction, load_if_exists=True)
-    attr = dict(plan.stored or plan.study_attr())
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    parent = (attr.get("mlflow") or {}).get("parent_run_id")
-    experiment_id, parent_run_id = mlflow_tracking.open_parent_run(
-        client, plan.study_name, workdir, settings.mlflow_tracking_uri, parent,
-        {"definition": plan.definition.name, "sampler": plan.sampler, "pruner": plan.pruner,
-         "epochs": plan.epochs, "n_trials": plan.target, "space": plan.definition.space,
-         "storage": settings.storage, **{f"base.{k}": v for k, v in plan.base.items()}})
-    attr["mlflow"] = {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id,
-                      "parent_run_id": parent_run_id}
-    study.set_user_attr(ATTR, attr)
-
-    requeued = recover_interrupted(study)
+    lock = storages.StudyLock(settings.storage, plan.study_name)
+    with lock:  # a second driver starting at the same moment must find one study and one parent run
+        client = MlflowClient(settings.mlflow_tracking_uri)  # creates MLflow's tables on first use
+        study = optuna.create_study(study_name=plan.study_name, storage=storages.open_storage(settings.storage),
+                                    sampler=sampler, pruner=pruner, direction=plan.definition.direction,
+                                    load_if_exists=True)
+        attr = dict(study.user_attrs.get(ATTR) or plan.stored or plan.study_attr())
+        parent = (attr.get("mlflow") or {}).get("parent_run_id")
+        experiment_id, parent_run_id = mlflow_tracking.open_parent_run(
+            client, plan.study_name, workdir, settings.mlflow_tracking_uri, parent,
+            {"definition": plan.definition.name, "sampler": plan.sampler, "pruner": plan.pruner,
+             "epochs": plan.epochs, "n_trials": plan.target, "space": plan.definition.space,
+             "storage": storages.kind(settings.storage), **{f"base.{k}": v for k, v in plan.base.items()}})
+        attr["mlflow"] = {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id,
+                          "parent_run_id": parent_run_id}
+        study.set_user_attr(ATTR, attr)
+        lease = DriverLease(study).start()
+        requeued = recover_interrupted(study, from_dead_drivers_besides=lease.id)
+        closed = mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
     if requeued:
         print(f"continuing {len(requeued)} interrupted trial(s) from their checkpoints: {requeued}", flush=True)
-    closed = mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
     if closed:
         log.info("marked %d MLflow run(s) of the interrupted driver KILLED", closed)
 
     bridge = StudyBridge(study=study, suggest=plan.suggest(), base=plan.base, target=plan.target,
-                         repeat_seeds=plan.seeds if plan.seeds and plan.sampler != "grid" else ())
-    remaining = bridge.remaining() + len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+                         repeat_seeds=plan.seeds if plan.seeds and plan.sampler != "grid" else (),
+                         lock=lock, driver_id=lease.id)
     status = "FINISHED"
     started_ray = False
+    left: list[int] = []
     try:
-        if remaining > 0:
+        if on_ready is not None:
+            on_ready()
+        rounds = 0
+        while True:
+            with lock:
+                recover_interrupted(study, from_dead_drivers_besides=lease.id)
+                work = bridge.has_work()
+            if not work:
+                if not bridge.running(mine=False):
+                    break
+                # Other drivers still run trials: wait (holding no Ray resources), so that if one of
+                # them dies its re-queued trials are finished here.
+                time.sleep(POLL_S)
+                continue
             if not ray.is_initialized():
+                # ray.init replaces the SIGTERM handler with one that exits at once; keep the caller's.
+                term_handler = signal.getsignal(signal.SIGTERM)
                 # Worker output stays in Ray's log folder: the terminal shows one line per finished trial.
-                ray.init(address=settings.ray_address, include_dashboard=False, logging_level=logging.WARNING,
-                         log_to_driver=False)
+                # Without --ray-address (or RAY_ADDRESS): a Ray of our own, never whatever cluster `ray start`
+                # last recorded in /tmp/ray/ray_current_cluster.
+                ray.init(address=settings.ray_address or os.environ.get("RAY_ADDRESS") or "local",
+                         include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
                 started_ray = True
+                if threading.current_thread() is threading.main_thread() and term_handler is not None:
+                    signal.signal(signal.SIGTERM, term_handler)
+            rounds += 1
             resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
             tuner = tune.Tuner(
                 tune.with_resources(tune_trainable, resources),
                 tune_config=tune.TuneConfig(
                     search_alg=OptunaSearcher(bridge), scheduler=OptunaPruningScheduler(bridge),
-                    num_samples=remaining, max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
+                    num_samples=-1, max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
                     trial_dirname_creator=lambda t: f"optuna-{t.config['optuna_trial_number']:04d}"),
                 run_config=tune.RunConfig(
-                    name=f"{plan.study_name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(workdir / "ray"),
+                    name=f"{plan.study_name}-{time.strftime('%Y%m%d-%H%M%S')}-{lease.id[:6]}-{rounds}",
+                    storage_path=str(workdir / "ray"),
                     failure_config=tune.FailureConfig(max_failures=2),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     callbacks=[CheckpointRecorder(bridge), mlflow_tracking.MlflowTrialLogger(
                         client, experiment_id, parent_run_id, bridge), ProgressPrinter(bridge)],
                     verbose=0))
             tuner.fit()
+            if bridge.running(mine=True):
+                break  # Tune was stopped (Ctrl-C, SIGTERM) with our trials unfinished
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        # Whatever stopped us, no trial stays RUNNING: the next run continues them from checkpoints.
-        left = recover_interrupted(study)
-        if left:
-            status = "KILLED"
-            mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
-            print(f"stopped with {len(left)} trial(s) unfinished; run the same command to continue them", flush=True)
-        try:
-            best = study.best_value
-        except ValueError:
-            best = None
-        mlflow_tracking.finish_parent_run(client, parent_run_id, best, status)
+        # Whatever stopped us, none of our trials stays RUNNING: a run continues them from checkpoints.
+        with lock:
+            left = recover_interrupted(study, of_driver=lease.id)
+            if left:
+                status = "KILLED"
+                mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
+                print(f"stopped with {len(left)} trial(s) unfinished; run the same command to continue them", flush=True)
+            lease.stop()
+            if not live_drivers(study):  # the last driver out closes the study's MLflow run
+                try:
+                    best = study.best_value
+                except ValueError:
+                    best = None
+                mlflow_tracking.finish_parent_run(client, parent_run_id, best, status)
+        lock.close()
         if started_ray:
             ray.shutdown()
+    if left:
+        raise StudyInterrupted(left)
     return study

@@ -21,15 +21,26 @@ DIRECTION = "maximize"
 # Keys of a Tune config that are not TrainConfig fields.
 RESUME_KEY = "resume_from"  # a checkpoint directory of an interrupted earlier trial, if any
 META_KEYS = (RESUME_KEY, "optuna_trial_number")
-OUTPUTS_DIR = "outputs"  # in the Ray trial dir: history.csv, curves.png, per_class.csv, ...
+OUTPUTS_DIR = "outputs"  # in the trial's folder in Tune's storage path: history.csv, curves.png, ...
 
 
 class TuneReporter:
-    """Reports each epoch to Ray Tune with the newest checkpoint, and the final result once."""
+    """Reports each epoch to Ray Tune with the newest checkpoint, and the final result once.
+
+    Every report carries the Ray node that ran it (``node_id``), and the final result also the epoch
+    this run continued from (``resumed_from_epoch``, 0 when it started fresh), so a trial that a dead
+    node's retry moved elsewhere shows where each part ran and where it picked up."""
+
+    def __init__(self) -> None:
+        self.node_id = ray_node_id()
+        self.first_epoch: int | None = None  # the first epoch this run trained (after any resume)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         from ray import tune
 
+        if self.first_epoch is None:
+            self.first_epoch = int(metrics["epoch"])
+        metrics = {**metrics, "node_id": self.node_id}
         newest = _newest_file(checkpoint_dir)
         if newest is None:
             tune.report(metrics)
@@ -49,15 +60,36 @@ class TuneReporter:
 
         from hpstudy.trainables.outputs import write_run_outputs
 
+        result = {**result, "node_id": self.node_id, "resumed_from_epoch": self.resumed_from_epoch(result)}
         # The run's files are drawn here, in the worker, not in the driver whose event loop every
-        # trial waits on; the driver copies them into MLflow. The trial dir is under Ray's storage path.
-        outputs = Path(tune.get_context().get_trial_dir()) / OUTPUTS_DIR
+        # trial waits on; the driver copies them into MLflow. They go to the trial's folder in Tune's
+        # storage path (the work dir, which every node and the driver reach), not to get_trial_dir(),
+        # a folder in this node's own Ray session dir that a driver on another machine cannot read.
+        outputs = Path(tune.get_context().get_storage().trial_fs_path) / OUTPUTS_DIR
         write_run_outputs(result, outputs)
         history = result["history"]
         last = dict(history[-1]) if history else {"epoch": 0}
         # As a JSON string: Tune flattens nested dicts in results.
-        tune.report({**last, "final": True, "status": result["status"], "reason": result["reason"] or "",
-                     "result_json": json.dumps(result), "outputs_dir": str(outputs)})
+        tune.report({**last, "node_id": self.node_id, "final": True, "status": result["status"],
+                     "reason": result["reason"] or "", "result_json": json.dumps(result),
+                     "outputs_dir": str(outputs)})
+
+    def resumed_from_epoch(self, result: dict[str, Any]) -> int:
+        """The epoch of the checkpoint the engine continued from (0: a fresh start). The engine reports
+        every epoch it trains, starting right after the one it loaded; a run that trained no epoch
+        (it resumed from its last one, or stopped inside the first one it ran) resumed from the last
+        epoch in its history, which is the loaded checkpoint's."""
+        if self.first_epoch is not None:
+            return self.first_epoch - 1
+        history = result["history"]
+        return int(history[-1]["epoch"]) if history else 0
+
+
+def ray_node_id() -> str | None:
+    """The Ray node this process runs on (hex), or None outside Ray."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def tune_trainable(config: dict[str, Any]) -> None:

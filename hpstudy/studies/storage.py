@@ -1,0 +1,256 @@
+"""Optuna storages by URL, and the lock that several drivers of one study share.
+
+- ``sqlite:///FILE``: the laptop default; one driver per study (SQLite has one writer, and its file
+  locks are unreliable on network filesystems).
+- ``postgresql+psycopg://USER:PASS@HOST[:PORT]/DB``: many drivers and workers.
+- ``journal:///PATH`` (``journal:////abs/path.log``): Optuna's JournalStorage on a file, for clusters
+  that share only a filesystem (NFS). The file backend is wrapped so that a record torn by a writer
+  killed mid-append is cut off (with a log line) instead of making the study unloadable.
+
+``study_lock`` serialises the few steps that must not interleave between drivers (creating a trial,
+re-queueing an interrupted one, opening the MLflow parent run): a PostgreSQL advisory lock, or an
+O_EXCL lock file next to a SQLite or journal file (Optuna's own NFS-safe lock, with its grace period
+for a lock left by a killed process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+from hpstudy.trainables.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+SQLITE = "sqlite:///"
+JOURNAL = "journal:///"
+POSTGRES = ("postgresql://", "postgresql+psycopg://")
+LOCK_GRACE_S = 30  # a lock file older than this was left by a killed process (holds last milliseconds)
+CONNECT_TIMEOUT_S = 5  # an unreachable server fails the command in seconds, not minutes
+
+
+def kind(url: str) -> str:
+    if url.startswith(SQLITE):
+        return "sqlite"
+    if url.startswith(JOURNAL):
+        return "journal"
+    if url.startswith(POSTGRES):
+        return "postgresql"
+    raise ConfigError("storage", f"unsupported storage URL {url!r} (use sqlite:///FILE, "
+                                 f"postgresql+psycopg://USER:PASSWORD@HOST/DB or journal:///FILE)")
+
+
+def file_path(url: str) -> Path:
+    """The file of a sqlite or journal URL (three slashes: relative; four: absolute)."""
+    return Path(url[len(SQLITE):] if url.startswith(SQLITE) else url[len(JOURNAL):])
+
+
+def check_storage_url(url: str) -> None:
+    """Syntax and, for files, a writable directory; touches nothing."""
+    if kind(url) in ("sqlite", "journal"):
+        path = file_path(url)
+        if not str(path) or path.name in ("", ".", ".."):
+            raise ConfigError("storage", f"{url}: no file name")
+        parent = path.parent
+        if not parent.is_dir():
+            raise ConfigError("storage", f"{url}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise ConfigError("storage", f"{url}: directory {parent} is not writable")
+    elif "@" not in url and "/" not in url.split("://", 1)[1]:
+        raise ConfigError("storage", f"{url}: expected postgresql+psycopg://USER:PASSWORD@HOST[:PORT]/DB")
+
+
+def exists(url: str) -> bool:
+    """False when a file storage has no file yet (opening it would create one)."""
+    return kind(url) == "postgresql" or file_path(url).exists()
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    check_storage_url(url)
+    if kind(url) == "journal":
+        path = file_path(url)
+        _remove_stale_lock(Path(f"{path}.lock"))
+        backend = RepairingJournalFileBackend(str(path), JournalFileOpenLock(str(path), grace_period=LOCK_GRACE_S))
+        backend.repair()
+        return JournalStorage(backend)
+    if kind(url) == "sqlite":
+        return optuna.storages.RDBStorage(url)
+    # Optuna creates its tables on first use; several drivers starting at once on an empty database
+    # would collide (duplicate key in pg_type), so the creation is serialised by an advisory lock.
+    with _pg_advisory_lock(url, _SCHEMA_LOCK_KEY):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
+
+
+_SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"hpstudy: optuna schema").digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(url: str, key: int) -> Iterator[None]:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                      connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+class RepairingJournalFileBackend(JournalFileBackend):
+    """Optuna's file journal, minus one failure: a writer killed mid-append leaves a last line with no
+    newline; the next append would glue its record to it, and that line (and the study) would no longer
+    load (JSONDecodeError). Here every append first cuts a torn tail, under the journal's own lock."""
+
+    def repair(self) -> None:
+        with _held(self._lock):
+            self._cut_torn_tail()
+            self._check_complete_lines()
+
+    def append_logs(self, logs: list[dict]) -> None:
+        with _held(self._lock):
+            self._cut_torn_tail()
+            data = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in logs).encode()
+            with open(self._file_path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def _cut_torn_tail(self) -> None:
+        with open(self._file_path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            keep = _last_newline_end(f, size)
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        log.warning("journal %s: cut a torn last record (%d bytes, written by a process killed mid-append)",
+                    self._file_path, size - keep)
+
+    def _check_complete_lines(self) -> None:
+        """A damaged line in the middle cannot be repaired safely: say where it is."""
+        with open(self._file_path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    json.loads(line)
+                except ValueError:
+                    raise ConfigError("storage", f"journal {self._file_path} is damaged at line {number}; "
+                                                 f"restore it from a backup") from None
+
+
+def _last_newline_end(f, size: int) -> int:
+    """Offset just after the last newline in the file (0 when there is none)."""
+    block = 1 << 16
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        chunk = f.read(end - start)
+        at = chunk.rfind(b"\n")
+        if at >= 0:
+            return start + at + 1
+        end = start
+    return 0
+
+
+def _remove_stale_lock(lock_file: Path) -> None:
+    # Optuna waits out a stale lock only after it has watched it for its grace period; a lock file that
+    # is already older than that was left by a killed process, so it goes now, with a log line.
+    try:
+        age = time.time() - lock_file.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > LOCK_GRACE_S:
+        with contextlib.suppress(FileNotFoundError):
+            lock_file.unlink()
+        log.warning("removed stale lock file %s (%.0f s old; left by a killed process)", lock_file, age)
+
+
+@contextlib.contextmanager
+def _held(lock) -> Iterator[None]:
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class StudyLock:
+    """Mutual exclusion between the drivers of one study; re-entrant within one driver."""
+
+    def __init__(self, url: str, study_name: str):
+        self._args = (url, study_name)
+        self._depth = 0
+        if kind(url) == "postgresql":
+            import sqlalchemy
+
+            # A session-level advisory lock on a connection of its own: PostgreSQL releases it
+            # when the connection dies with its driver, so a killed driver never blocks the others.
+            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                                    connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+            self._conn = None
+            self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+            self._file_lock = None
+        else:
+            name = hashlib.sha256(study_name.encode()).hexdigest()[:12]
+            path = f"{file_path(url)}.hpstudy-{name}"
+            _remove_stale_lock(Path(f"{path}.lock"))
+            self._file_lock = JournalFileOpenLock(path, grace_period=LOCK_GRACE_S)
+
+    # Tune pickles its searcher (which holds this lock) into its experiment snapshot: pickle the
+    # arguments, not the connection.
+    def __getstate__(self) -> tuple[str, str]:
+        return self._args
+
+    def __setstate__(self, args: tuple[str, str]) -> None:
+        self.__init__(*args)
+
+    def __enter__(self) -> "StudyLock":
+        if self._depth == 0:
+            if self._file_lock is not None:
+                self._file_lock.acquire()
+            else:
+                import sqlalchemy
+
+                if self._conn is None:
+                    self._conn = self._engine.connect()
+                self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+                self._conn.commit()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            if self._file_lock is not None:
+                self._file_lock.release()
+            else:
+                import sqlalchemy
+
+                self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+                self._conn.commit()
+
+    def close(self) -> None:
+        if self._file_lock is None:
+            if self._conn is not None:
+                self._conn.close()
+            self._engine.dispose()

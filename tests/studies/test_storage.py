@@ -1,0 +1,159 @@
+"""Storage URLs, the journal file's repairs (a torn last record, a stale lock file), the study lock, and
+SQLite's one-driver rule. No Ray, no training: fast."""
+
+import logging
+import multiprocessing
+import os
+import socket
+import time
+
+import optuna
+import pytest
+
+from hpstudy.studies import storage as storages
+from hpstudy.studies.drivers import DriverLease, live_drivers
+from hpstudy.studies.runner import check_single_driver
+from hpstudy.trainables.config import ConfigError
+
+
+def _study(url, name="s"):
+    return optuna.create_study(study_name=name, storage=storages.open_storage(url), load_if_exists=True)
+
+
+@pytest.mark.parametrize("url, words", [
+    ("sqlite:/x.db", "unsupported storage URL"),
+    ("mysql://u@h/db", "unsupported storage URL"),
+    ("journal:///no/such/dir/x.log", "does not exist"),
+    ("sqlite:///", "no file name"),
+    ("postgresql+psycopg://", r"expected postgresql\+psycopg://USER"),
+])
+def test_bad_urls_are_refused_naming_the_field(url, words):
+    with pytest.raises(ConfigError, match=words) as info:
+        storages.check_storage_url(url)
+    assert info.value.field == "storage"
+
+
+def test_unreachable_postgresql_fails_in_seconds():
+    start = time.monotonic()
+    with pytest.raises(Exception):
+        _study("postgresql+psycopg://u:p@127.0.0.1:1/db")
+    assert time.monotonic() - start < 30  # not the minutes of a default TCP timeout
+
+
+def test_torn_last_journal_record_is_cut_with_a_log_line(tmp_path, caplog):
+    url = f"journal:///{tmp_path}/study.log"
+    study = _study(url)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    path = tmp_path / "study.log"
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code":5,"worker_id":"TORN-w","study_id":0,"datetime_sta')  # killed mid-append
+
+    with caplog.at_level(logging.WARNING, logger="hpstudy.studies.storage"):
+        study = _study(url)
+    assert "cut a torn last record" in caplog.text
+    assert path.read_bytes().startswith(whole) and b"TORN-" not in path.read_bytes()
+    assert len(study.trials) == 3
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert [t.state.name for t in _study(url).trials] == ["COMPLETE"] * 5
+
+
+def test_a_record_torn_while_another_process_runs_is_cut_before_its_next_append(tmp_path, caplog):
+    url = f"journal:///{tmp_path}/study.log"
+    study = _study(url)  # this process keeps its storage open, as a running driver does
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    with open(tmp_path / "study.log", "ab") as f:
+        f.write(b'{"op_code":4,"worker_')  # another worker killed mid-append
+    with caplog.at_level(logging.WARNING, logger="hpstudy.studies.storage"):
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert "cut a torn last record" in caplog.text
+    # Optuna's plain backend would have glued the next record to the torn one: unloadable from then on.
+    assert len(_study(url).trials) == 3
+
+
+def test_damaged_journal_line_in_the_middle_is_an_error_naming_the_line(tmp_path):
+    url = f"journal:///{tmp_path}/study.log"
+    _study(url).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    lines = (tmp_path / "study.log").read_bytes().splitlines(keepends=True)
+    lines[2] = b"garbage\n"
+    (tmp_path / "study.log").write_bytes(b"".join(lines))
+    with pytest.raises(ConfigError, match="damaged at line 3"):
+        storages.open_storage(url)
+
+
+def test_stale_lock_files_are_removed_with_a_log_line(tmp_path, caplog):
+    url = f"journal:///{tmp_path}/study.log"
+    _study(url)
+    lock = tmp_path / "study.log.lock"
+    lock.touch()
+    hour_ago = time.time() - 3600
+    os.utime(lock, (hour_ago, hour_ago))
+    with caplog.at_level(logging.WARNING, logger="hpstudy.studies.storage"):
+        study = _study(url)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)  # would wait forever on the lock
+    assert "removed stale lock file" in caplog.text and str(lock) in caplog.text
+
+
+def _hold(url, held, release):
+    with storages.StudyLock(url, "s"):
+        held.set()
+        release.wait(30)
+
+
+@pytest.mark.parametrize("kind", ["journal", "postgresql"])
+def test_study_lock_excludes_other_processes_and_dies_with_them(tmp_path, postgres, kind):
+    url = f"journal:///{tmp_path}/study.log" if kind == "journal" else postgres.create_database("locks")
+    ctx = multiprocessing.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(url, held, release))
+    holder.start()
+    assert held.wait(60)
+    lock = storages.StudyLock(url, "s")
+    other = storages.StudyLock(url, "another study")
+    with other:
+        pass  # locks are per study
+    result = []
+    start = time.monotonic()
+    import threading
+
+    def take():
+        with lock:
+            result.append(time.monotonic() - start)
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    time.sleep(1.0)
+    assert not result, "the lock was taken while another process held it"
+    if kind == "postgresql":
+        holder.kill()  # PostgreSQL drops a dead session's advisory locks at once
+    else:
+        release.set()
+    thread.join(30)
+    assert result and result[0] >= 1.0
+    holder.join(30)
+    lock.close()
+    other.close()
+
+
+def test_a_second_driver_on_one_sqlite_study_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path}/hpstudy.db"
+    study = _study(url)
+    lease = DriverLease(study).start()
+    try:
+        with pytest.raises(ConfigError, match="SQLite takes one driver per study") as info:
+            check_single_driver(url, "s")
+        assert info.value.field == "storage"
+    finally:
+        lease.stop()
+    check_single_driver(url, "s")  # a stopped driver does not count
+    assert live_drivers(study) == {}
+
+
+def test_a_killed_drivers_lease_is_dead_at_once_on_its_host(tmp_path):
+    url = f"sqlite:///{tmp_path}/hpstudy.db"
+    study = _study(url)
+    child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    child.start()
+    child.join()
+    study._storage.set_study_system_attr(study._study_id, "hpstudy:driver:gone", {
+        "host": socket.gethostname(), "pid": child.pid, "started": time.time(), "beat": time.time(), "stopped": False})
+    assert "gone" not in live_drivers(study)
