@@ -159,6 +159,7 @@ def _arm() -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from hpstudy.studies.report import best_trial_summary, results_table
     from hpstudy.studies.runner import RunSettings, StudyInterrupted, plan_run, run_study
+    from hpstudy.studies.storage import shown
 
     overrides = {k: getattr(args, k) for k in ("train_size", "val_size", "test_size") if getattr(args, k) is not None}
     settings = RunSettings(
@@ -171,8 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"hpstudy: warning: {warning}", file=sys.stderr)
     print(f"hpstudy run: study {plan.study_name!r} ({plan.definition.name}: {plan.sampler} sampler, "
-          f"{plan.pruner} pruner, {plan.target} trials, {plan.epochs} epochs) in {settings.storage}; "
-          f"MLflow {settings.mlflow_tracking_uri}", flush=True)
+          f"{plan.pruner} pruner, {plan.target} trials, {plan.epochs} epochs) in {shown(settings.storage)}; "
+          f"MLflow {shown(settings.mlflow_tracking_uri)}", flush=True)
     signal.signal(signal.SIGTERM, _stop_gracefully)
     try:
         study = run_study(plan, on_ready=_arm)
@@ -191,11 +192,11 @@ def _load_study(storage: str, name: str):
     import optuna
 
     from hpstudy.studies.runner import check_storage_url, existing_study
-    from hpstudy.studies.storage import open_storage
+    from hpstudy.studies.storage import open_storage, shown
 
     check_storage_url(storage)
     if existing_study(storage, name)[1] is None:
-        raise UsageError(f"study-name: no study {name!r} in {storage}")
+        raise UsageError(f"study-name: no study {name!r} in {shown(storage)}")
     return optuna.load_study(study_name=name, storage=open_storage(storage))
 
 
@@ -258,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "named by --study-name in --storage.")
     run.add_argument("definition", nargs="?", help="a study definition; optional when continuing a study")
     run.add_argument("--study-name", help="Optuna study name (default: the definition's name)")
-    run.add_argument("--storage", default="sqlite:///hpstudy.db", help="Optuna storage URL (default: %(default)s)")
+    run.add_argument("--storage", default=os.environ.get("HPSTUDY_STORAGE", "sqlite:///hpstudy.db"),
+                     help="Optuna storage: sqlite:///FILE (one driver), postgresql+psycopg://USER:PASSWORD@HOST/DB "
+                          "or journal:///FILE (several drivers); env HPSTUDY_STORAGE (default: sqlite:///hpstudy.db)")
     run.add_argument("--sampler", help="grid | tpe | random | qmc (default: the definition's)")
     run.add_argument("--pruner", help="none | median | percentile | hyperband | sha | wilcoxon")
     run.add_argument("--n-trials", type=int, help="trials to end with (grid: at most its size)")
@@ -279,13 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="Markdown report with figures for a study, logged to MLflow too")
     report.add_argument("--study-name", required=True)
-    report.add_argument("--storage", default="sqlite:///hpstudy.db")
+    report.add_argument("--storage", default=os.environ.get("HPSTUDY_STORAGE", "sqlite:///hpstudy.db"))
     report.add_argument("--out", required=True, help="directory for report.md and its PNG figures")
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="several studies side by side, e.g. optimizer x model")
     compare.add_argument("--study-name", required=True, nargs="+", help="two or more studies")
-    compare.add_argument("--storage", default="sqlite:///hpstudy.db")
+    compare.add_argument("--storage", default=os.environ.get("HPSTUDY_STORAGE", "sqlite:///hpstudy.db"))
     compare.add_argument("--by", default="optimizer", help="the searched parameter for the rows (default: %(default)s)")
     compare.set_defaults(func=cmd_compare)
 

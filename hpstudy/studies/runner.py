@@ -225,7 +225,8 @@ def _summary(storage_url: str, study_name: str | None):
     except ConfigError:
         raise
     except Exception as exc:  # unreachable server, bad credentials, not a database
-        raise ConfigError("storage", f"cannot open {storage_url}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        raise ConfigError("storage", f"cannot open {storages.shown(storage_url)}: {type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0]}") from None
     return summaries.get(study_name)
 
 
@@ -300,6 +301,8 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
     # Tune's newer console output ignores verbose=0 (banners, TensorBoard hints); the progress lines
     # below say what a user needs.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # MLflow prints "View run ..." links for every run on a tracking server, between the progress lines.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     workdir = Path(settings.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     sampler = make_sampler(plan.sampler, plan.grid, settings.seed)

@@ -49,6 +49,18 @@ def kind(url: str) -> str:
                                  f"postgresql+psycopg://USER:PASSWORD@HOST/DB or journal:///FILE)")
 
 
+def shown(url: str) -> str:
+    """A storage URL as printed: a PostgreSQL password masked (terminals and batch logs are read by others)."""
+    if url.startswith(POSTGRES):
+        import sqlalchemy
+
+        try:
+            return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+        except Exception:  # not parseable: show no part of it that could hold a secret
+            return url.split("://", 1)[0] + "://..."
+    return url
+
+
 def file_path(url: str) -> Path:
     """The file of a sqlite or journal URL (three slashes: relative; four: absolute)."""
     return Path(url[len(SQLITE):] if url.startswith(SQLITE) else url[len(JOURNAL):])
@@ -66,7 +78,7 @@ def check_storage_url(url: str) -> None:
         if not os.access(parent, os.W_OK):
             raise ConfigError("storage", f"{url}: directory {parent} is not writable")
     elif "@" not in url and "/" not in url.split("://", 1)[1]:
-        raise ConfigError("storage", f"{url}: expected postgresql+psycopg://USER:PASSWORD@HOST[:PORT]/DB")
+        raise ConfigError("storage", f"{shown(url)}: expected postgresql+psycopg://USER:PASSWORD@HOST[:PORT]/DB")
 
 
 def exists(url: str) -> bool:

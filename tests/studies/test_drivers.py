@@ -98,8 +98,8 @@ def test_four_drivers_on_one_postgresql_study(tmp_path, postgres, staged, ray_ad
 def test_a_killed_driver_is_taken_over_by_the_others(tmp_path, postgres, staged, ray_address):
     storage, mlflow_uri = postgres.create_database("optuna_kill"), postgres.create_database("mlflow_kill")
     MlflowClient(mlflow_uri).search_experiments()
-    victim = driver(tmp_path, storage, mlflow_uri, ray_address, staged, "--epochs", "4", "--train-size", "1500",
-                    log_name="victim")
+    longer = ("--epochs", "4", "--train-size", "1500")
+    victim = driver(tmp_path, storage, mlflow_uri, ray_address, staged, *longer, log_name="victim")
     deadline = time.time() + 300
     while True:  # until the victim runs a trial that has a checkpoint
         assert time.time() < deadline, (tmp_path / "victim.log").read_text()[-2000:]
@@ -111,7 +111,7 @@ def test_a_killed_driver_is_taken_over_by_the_others(tmp_path, postgres, staged,
         taken = [t for t in trials if t.state.name == "RUNNING" and "checkpoint" in t.user_attrs]
         if taken:
             break
-    survivor = driver(tmp_path, storage, mlflow_uri, ray_address, staged, log_name="survivor")
+    survivor = driver(tmp_path, storage, mlflow_uri, ray_address, staged, *longer, log_name="survivor")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     codes, logs = finish([survivor], tmp_path)
