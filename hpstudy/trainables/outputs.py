@@ -68,7 +68,7 @@ def write_confusion_csv(result: dict[str, Any], path: Path) -> None:
 
 def write_run_outputs(result: dict[str, Any], out: Path) -> list[Path]:
     """All of a run's files in ``out``; returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
     files = {name: out / name for name in ("history.csv", "curves.png", "per_class.csv",
                                             "confusion_matrix.csv", "result.json")}
     write_history_csv(result["history"], files["history.csv"])

@@ -2,6 +2,7 @@
 and the `optuna` CLI in a subprocess. Tiny data: 256 MNIST training images, 2-3 epochs."""
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +55,7 @@ def test_grid_study_runs_every_point_once_and_logs_everywhere(place, capsys):
     assert main(place.args("lenet5-sgd-lr-bs", "--epochs", "2", "--max-concurrent", "2")) == 0
     printed = capsys.readouterr().out
     assert "| lr \\ batch_size | 64 | 128 |" in printed and "Best trial" in printed
+    assert stat.S_IMODE((place.root / "runs").stat().st_mode) == 0o700  # checkpoints are private
 
     # Optuna, through its own CLI: 6 COMPLETE trials, one per grid point, values are best val_acc.
     trials = json.loads(place.optuna_cli("trials", "--study-name", "lenet5-sgd-lr-bs", "-f", "json"))
