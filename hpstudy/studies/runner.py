@@ -158,6 +158,7 @@ def plan_run(settings: RunSettings) -> Plan:
         raise ConfigError("max_concurrent", f"must be >= 1 (got {settings.max_concurrent})")
     if settings.ray_address:
         check_ray_address(settings.ray_address)
+    check_tracking_uri(settings.mlflow_tracking_uri)
     warnings = []
     n_trials = settings.n_trials if settings.n_trials is not None else previous.get("n_trials", definition.n_trials)
     if n_trials is not None and n_trials < 1:
@@ -205,6 +206,40 @@ def check_ray_address(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
         raise ConfigError("ray_address", f"cannot reach a Ray head at {address}: {exc.strerror or exc}") from None
+
+
+def check_tracking_uri(uri: str) -> None:
+    """MLflow's store is reachable before anything is written: its client retries a dead server for
+    minutes, after the study would already exist."""
+    if uri.startswith(("http://", "https://")):
+        from urllib.parse import urlparse
+
+        parsed = urlparse(uri)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=5).close()
+        except (OSError, TypeError) as exc:
+            raise ConfigError("mlflow_tracking_uri", f"cannot reach an MLflow tracking server at {uri}: "
+                                                     f"{getattr(exc, 'strerror', None) or exc}") from None
+    elif uri.startswith("sqlite:///"):
+        parent = Path(uri[len("sqlite:///"):]).parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise ConfigError("mlflow_tracking_uri", f"{uri}: directory {parent} does not exist or is not writable")
+    elif uri.startswith(storages.POSTGRES):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={"connect_timeout": storages.CONNECT_TIMEOUT_S})
+        try:
+            engine.connect().close()
+        except Exception as exc:
+            raise ConfigError("mlflow_tracking_uri", f"cannot open {storages.shown(uri)}: {type(exc).__name__}: "
+                                                     f"{str(exc).splitlines()[0]}") from None
+        finally:
+            engine.dispose()
+    elif "://" in uri and not uri.startswith(("file:", "databricks")):
+        raise ConfigError("mlflow_tracking_uri", f"unsupported tracking URI {uri!r} (use sqlite:///FILE, "
+                                                 f"postgresql+psycopg://..., or http://HOST:PORT of a tracking server)")
 
 
 def existing_study(storage_url: str, study_name: str | None) -> tuple[dict[str, Any] | None, str | None]:
