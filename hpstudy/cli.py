@@ -93,7 +93,9 @@ def _check_writable(out: Path) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from hpstudy.trainables import checkpoints
+    from hpstudy.trainables.datasets import load_split
     from hpstudy.trainables.engine import check_config, train
+    from hpstudy.trainables.loader import check_sizes
     from hpstudy.trainables.outputs import write_run_outputs
     from hpstudy.trainables.reporting import PrintReporter
 
@@ -104,6 +106,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if checkpoints.list_checkpoints(ckpt_dir) and not args.resume:
         raise UsageError(f"out: {out} already holds a run; pass --resume to continue it or choose another --out")
     _check_writable(out)
+    # Missing data (offline) or a subset larger than the data is one line before anything is printed;
+    # the splits are memoised, so train() does not read them again.
+    train_split = load_split(cfg.dataset, True, cfg.data_dir, cfg.download, cfg.image_size)[1]
+    test_split = load_split(cfg.dataset, False, cfg.data_dir, cfg.download, cfg.image_size)[1]
+    check_sizes(cfg, len(train_split), len(test_split))
     print(f"hpstudy train: {cfg.model} on {cfg.dataset}, {cfg.optimizer} lr={cfg.lr:g} "
           f"batch_size={cfg.batch_size} epochs={cfg.epochs} -> {out}", flush=True)
     # Files appear only once the data has loaded and the first epoch ended: a rejected run writes nothing.
@@ -214,6 +221,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from hpstudy.studies.report import comparison_table
 
+    if len(args.study_name) < 2:
+        raise UsageError(f"study-name: compare needs two or more studies (got {args.study_name[0]!r}; "
+                         f"`hpstudy report` shows one)")
     studies = [_load_study(args.storage, name) for name in args.study_name]
     try:
         print(comparison_table(studies, args.by))

@@ -159,6 +159,7 @@ def plan_run(settings: RunSettings) -> Plan:
     if settings.ray_address:
         check_ray_address(settings.ray_address)
     check_tracking_uri(settings.mlflow_tracking_uri)
+    check_writable_dir("workdir", Path(settings.workdir).expanduser().resolve())
     warnings = []
     n_trials = settings.n_trials if settings.n_trials is not None else previous.get("n_trials", definition.n_trials)
     if n_trials is not None and n_trials < 1:
@@ -206,6 +207,15 @@ def check_ray_address(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
         raise ConfigError("ray_address", f"cannot reach a Ray head at {address}: {exc.strerror or exc}") from None
+
+
+def check_writable_dir(field_name: str, path: Path) -> None:
+    """``path`` is a directory this process can write in, or one it can make."""
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(field_name, f"cannot write to {parent} (read-only, permission denied or not a directory)")
 
 
 def check_tracking_uri(uri: str) -> None:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _FOOTER = b"\nHPSTUDY-SHA256:"
 _NAME = re.compile(r"^epoch_(\d{4,})\.pt$")
+_TEMP = re.compile(r"^\.epoch_\d{4,}\.pt\.tmp(\d+)$")  # a write in progress, or one a killed process left
 CHECKPOINT_KEYS = ("format", "config", "epoch", "model", "optimizer", "scheduler", "history",
                    "rng", "data_order", "monitor")
 
@@ -51,6 +52,7 @@ def save_checkpoint(state: dict[str, Any], directory: Path, epoch: int, keep: in
     _fsync_dir(directory)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
+    _remove_stale_temps(directory)
     return target
 
 
@@ -72,7 +74,13 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     payload, digest = data[:cut], data[cut + len(_FOOTER):]
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise ValueError(f"{path}: checksum mismatch (damaged file)")
-    state = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+    try:
+        state = torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
+    except Exception as exc:  # intact bytes that torch cannot (or, with weights_only, will not) load
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not loadable ({type(exc).__name__}: {first})") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not an hpstudy checkpoint (a {type(state).__name__}, not a dict)")
     missing = [k for k in CHECKPOINT_KEYS if k not in state]
     if missing:
         raise ValueError(f"{path}: not an hpstudy checkpoint (missing {', '.join(missing)})")
@@ -87,6 +95,25 @@ def load_latest(directory: Path) -> tuple[dict[str, Any], Path] | None:
         except Exception as exc:  # any unreadable file: fall back to the previous one
             log.warning("skipping damaged checkpoint %s: %s", path, exc)
     return None
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Temp files of writers that died mid-write (SIGTERM, kill -9, power loss) are as big as a
+    checkpoint; without this they pile up, one per interrupted write. A live process's file stays."""
+    for path in directory.iterdir():
+        m = _TEMP.match(path.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,37 @@ def tune_trainable(config: dict[str, Any]) -> None:
     values = {k: v for k, v in config.items() if k not in META_KEYS}
     cfg = TrainConfig.from_dict(values)
     local = Path(tempfile.mkdtemp(prefix="hpstudy-trial-"))
-    resume_from = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        resume_from = Path(checkpoint.to_directory(str(local / "restored")))
-    elif config.get(RESUME_KEY):
-        resume_from = Path(config[RESUME_KEY])
-    train(cfg, TuneReporter(), checkpoint_dir=local / "checkpoints", resume_from=resume_from)
+    try:
+        resume_from = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_from = (_gather_kept(checkpoint.path, local / "restored")
+                           or Path(checkpoint.to_directory(str(local / "restored"))))
+        elif config.get(RESUME_KEY):
+            resume_from = _gather_kept(config[RESUME_KEY], local / "restored") or Path(config[RESUME_KEY])
+        train(cfg, TuneReporter(), checkpoint_dir=local / "checkpoints", resume_from=resume_from)
+    finally:
+        # Every reported checkpoint is in Tune's storage by now (tune.report copies it before it
+        # returns): the local files are spent. Without this every trial leaves them in /tmp.
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _gather_kept(checkpoint_path: str, into: Path) -> Path | None:
+    """The checkpoint file to resume from and the earlier ones the trial still has in Tune's storage
+    (CheckpointConfig.num_to_keep), in one folder: a damaged newest file then falls back to the one
+    before it instead of to a fresh start (each of Ray's checkpoint folders holds one file). None when
+    the checkpoint is not on a file system this process reads (e.g. cloud storage)."""
+    from hpstudy.trainables.checkpoints import list_checkpoints
+
+    newest = Path(checkpoint_path)
+    if not newest.is_dir():
+        return None
+    into.mkdir(parents=True, exist_ok=True)
+    for folder in sorted(newest.parent.glob("checkpoint_*")):
+        if folder.name <= newest.name:  # never a later attempt's
+            for path in list_checkpoints(folder):
+                shutil.copyfile(path, into / path.name)
+    return into
 
 
 def _newest_file(directory: Path | None) -> Path | None:

@@ -10,7 +10,6 @@ import time
 from collections import Counter
 
 import optuna
-import pytest
 from mlflow.tracking import MlflowClient
 
 STUDY = "lenet5-sgd-lr-bs"
