@@ -109,7 +109,6 @@ class OptunaSearcher(Searcher):
                 config[RESUME_KEY] = trial.user_attrs[RESUME_KEY]
                 self._carry_over_reports(trial)
             return config
-        return Searcher.FINISHED
 
     def _carry_over_reports(self, trial: optuna.Trial) -> None:
         # The engine resumes after its checkpoint and reports only later epochs: copy the earlier ones
