@@ -19,6 +19,8 @@ from typing import Any
 
 import optuna
 
+from hpstudy.processes import pid_exists
+
 LEASE_PREFIX = "hpstudy:driver:"
 DRIVER_ATTR = "driver"  # a trial's user attr: the lease id of the driver running it
 BEAT_S = float(os.environ.get("HPSTUDY_DRIVER_BEAT_S", "5"))
@@ -33,7 +35,7 @@ def leases(system_attrs: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def is_alive(lease: dict[str, Any] | None, now: float | None = None) -> bool:
     if not lease or lease.get("stopped"):
         return False
-    if lease.get("host") == HOST and not _pid_exists(int(lease["pid"])):
+    if lease.get("host") == HOST and not pid_exists(int(lease["pid"])):
         return False  # killed on this host: no need to wait for the grace period
     return (now or time.time()) - float(lease["beat"]) <= GRACE_S
 
@@ -42,16 +44,6 @@ def live_drivers(study: optuna.Study, exclude: str | None = None) -> dict[str, d
     now = time.time()
     attrs = study._storage.get_study_system_attrs(study._study_id)
     return {i: lease for i, lease in leases(attrs).items() if i != exclude and is_alive(lease, now)}
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DriverLease:

@@ -231,15 +231,10 @@ def check_tracking_uri(uri: str) -> None:
         except (OSError, TypeError) as exc:
             raise ConfigError("mlflow_tracking_uri", f"cannot reach an MLflow tracking server at {uri}: "
                                                      f"{getattr(exc, 'strerror', None) or exc}") from None
-    elif uri.startswith("sqlite:///"):
-        parent = Path(uri[len("sqlite:///"):]).parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise ConfigError("mlflow_tracking_uri", f"{uri}: directory {parent} does not exist or is not writable")
+    elif uri.startswith(storages.SQLITE):
+        storages.check_file_url("mlflow_tracking_uri", uri, storages.file_path(uri))
     elif uri.startswith(storages.POSTGRES):
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool,
-                                          connect_args={"connect_timeout": storages.CONNECT_TIMEOUT_S})
+        engine = storages.pg_engine(uri)
         try:
             engine.connect().close()
         except Exception as exc:
@@ -255,15 +250,16 @@ def check_tracking_uri(uri: str) -> None:
 def existing_study(storage_url: str, study_name: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """(the study's hpstudy attr, its direction) when the study exists; (None, None) otherwise.
     Never creates a SQLite or journal file that is not there yet."""
-    summary = _summary(storage_url, study_name)
+    summary = _summary(storage_url, study_name)[1]
     if summary is None:
         return None, None
     return summary.user_attrs.get(ATTR), summary.direction.name.lower()
 
 
 def _summary(storage_url: str, study_name: str | None):
+    """(the opened storage, the study's summary) when the study exists; (None, None) otherwise."""
     if not study_name or not storages.exists(storage_url):
-        return None
+        return None, None
     try:
         storage = storages.open_storage(storage_url)
         summaries = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
@@ -272,16 +268,18 @@ def _summary(storage_url: str, study_name: str | None):
     except Exception as exc:  # unreachable server, bad credentials, not a database
         raise ConfigError("storage", f"cannot open {storages.shown(storage_url)}: {type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0]}") from None
-    return summaries.get(study_name)
+    summary = summaries.get(study_name)
+    return (storage, summary) if summary is not None else (None, None)
 
 
 def check_single_driver(storage_url: str, study_name: str) -> None:
     """SQLite serves one driver per study: refuse a second one while the first is alive."""
-    if storages.kind(storage_url) != "sqlite" or _summary(storage_url, study_name) is None:
+    if storages.kind(storage_url) != "sqlite":
         return
-    storage = storages.open_storage(storage_url)
-    attrs = storage.get_study_system_attrs(storage.get_study_id_from_name(study_name))
-    for lease in leases(attrs).values():
+    storage, summary = _summary(storage_url, study_name)
+    if summary is None:
+        return
+    for lease in leases(storage.get_study_system_attrs(summary._study_id)).values():
         if is_alive(lease):
             raise ConfigError("storage", f"study {study_name!r} is being run by another driver (host {lease['host']}, "
                                          f"pid {lease['pid']}); SQLite takes one driver per study: for several, use "

@@ -69,16 +69,27 @@ def file_path(url: str) -> Path:
 def check_storage_url(url: str) -> None:
     """Syntax and, for files, a writable directory; touches nothing."""
     if kind(url) in ("sqlite", "journal"):
-        path = file_path(url)
-        if not str(path) or path.name in ("", ".", ".."):
-            raise ConfigError("storage", f"{url}: no file name")
-        parent = path.parent
-        if not parent.is_dir():
-            raise ConfigError("storage", f"{url}: directory {parent} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise ConfigError("storage", f"{url}: directory {parent} is not writable")
+        check_file_url("storage", url, file_path(url))
     elif "@" not in url and "/" not in url.split("://", 1)[1]:
         raise ConfigError("storage", f"{shown(url)}: expected postgresql+psycopg://USER:PASSWORD@HOST[:PORT]/DB")
+
+
+def check_file_url(field_name: str, url: str, path: Path) -> None:
+    """A file URL (a storage's or MLflow's) names a file in a directory this process can write in."""
+    if not str(path) or path.name in ("", ".", ".."):
+        raise ConfigError(field_name, f"{url}: no file name")
+    if not path.parent.is_dir():
+        raise ConfigError(field_name, f"{url}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(field_name, f"{url}: directory {path.parent} is not writable")
+
+
+def pg_engine(url: str):
+    """A SQLAlchemy engine for one PostgreSQL connection at a time, failing fast when unreachable."""
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                    connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
 
 
 def exists(url: str) -> bool:
@@ -109,8 +120,7 @@ _SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"hpstudy: optuna schema").dige
 def _pg_advisory_lock(url: str, key: int) -> Iterator[None]:
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
-                                      connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    engine = pg_engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
@@ -213,12 +223,9 @@ class StudyLock:
         self._args = (url, study_name)
         self._depth = 0
         if kind(url) == "postgresql":
-            import sqlalchemy
-
             # A session-level advisory lock on a connection of its own: PostgreSQL releases it
             # when the connection dies with its driver, so a killed driver never blocks the others.
-            self._engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
-                                                    connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+            self._engine = pg_engine(url)
             self._conn = None
             self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
             self._file_lock = None

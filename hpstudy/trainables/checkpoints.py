@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from hpstudy.processes import pid_exists
+
 log = logging.getLogger(__name__)
 
 _FOOTER = b"\nHPSTUDY-SHA256:"
@@ -102,18 +104,8 @@ def _remove_stale_temps(directory: Path) -> None:
     checkpoint; without this they pile up, one per interrupted write. A live process's file stays."""
     for path in directory.iterdir():
         m = _TEMP.match(path.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_exists(int(m.group(1))):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _fsync_dir(directory: Path) -> None:
