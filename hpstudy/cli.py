@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--n-trials", type=int, help="trials to end with (grid: at most its size)")
     run.add_argument("--epochs", type=int, help="epochs per trial (default: the definition's)")
     run.add_argument("--seeds", type=_int_list, help="repeat every configuration per seed, e.g. 0,1,2")
-    run.add_argument("--seed", type=int, default=0, help="the sampler's seed (default: %(default)s)")
+    run.add_argument("--seed", type=int, help="the sampler's seed (default: 0; a study keeps its own)")
     run.add_argument("--train-size", type=int, help="train on a subset (e.g. 800) to run on a laptop")
     run.add_argument("--val-size", type=int)
     run.add_argument("--test-size", type=int)

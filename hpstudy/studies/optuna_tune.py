@@ -29,6 +29,7 @@ from ray.tune.search import Searcher
 
 from hpstudy.studies.definition import REQUEUED, superseded
 from hpstudy.studies.drivers import DRIVER_ATTR, live_drivers
+from hpstudy.studies.samplers import GRID_POINT
 from hpstudy.trainables.config import ConfigError, TrainConfig
 from hpstudy.trainables.trainable import METRIC, RESUME_KEY
 
@@ -215,13 +216,20 @@ def recover_interrupted(study: optuna.Study, *, of_driver: str | None = None,
     for frozen in interrupted:
         trial = optuna.trial.Trial(study, frozen._trial_id)
         attrs = {RESUME_KEY: frozen.user_attrs.get("checkpoint"), "retry_of": frozen.number}
-        study.enqueue_trial(frozen.params, user_attrs={k: v for k, v in attrs.items() if v is not None})
+        study.enqueue_trial(_params_to_requeue(frozen), user_attrs={k: v for k, v in attrs.items() if v is not None})
         trial.set_user_attr("status", "failed")
         trial.set_user_attr("reason", "interrupted: the driver stopped; re-queued to continue from its checkpoint")
         trial.set_user_attr(REQUEUED, True)
         study.tell(trial, state=TrialState.FAIL)
         requeued.append(frozen.number)
     return requeued
+
+
+def _params_to_requeue(frozen: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The interrupted trial's parameters. A grid trial killed before it drew all of them (between
+    ask() and the last suggest) is queued with its whole grid point, which the sampler recorded when
+    it chose it: GridSampler refuses an enqueued trial with only some of its parameters."""
+    return {**frozen.system_attrs.get(GRID_POINT, {}), **frozen.params}
 
 
 _HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")

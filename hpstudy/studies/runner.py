@@ -50,7 +50,7 @@ class RunSettings:
     n_trials: int | None = None  # None: the definition's (grid: its size)
     epochs: int | None = None
     seeds: tuple[int, ...] | None = None  # repeat every configuration per seed (grid studies)
-    seed: int = 0  # the sampler's seed
+    seed: int | None = None  # the sampler's seed (None: 0, or the study's when it continues)
     overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"train_size": 800, "val_size": 100}
     max_concurrent: int | None = None  # None: as many as the resources allow
     cpus_per_trial: float = 1.0
@@ -76,6 +76,7 @@ class Plan:
     target: int  # trials to end with: n_trials (or the grid size) x seeds
     base: dict[str, Any]
     seeds: tuple[int, ...] | None
+    seed: int  # the sampler's
     overrides: dict[str, Any]
     stored: dict[str, Any] | None  # the study's "hpstudy" attr when it exists
     warnings: tuple[str, ...] = ()
@@ -85,7 +86,7 @@ class Plan:
                 "metric": self.definition.metric, "direction": self.definition.direction,
                 "settings": {"sampler": self.sampler, "pruner": self.pruner, "n_trials": self.n_trials,
                              "epochs": self.epochs, "seeds": list(self.seeds) if self.seeds else None,
-                             "seed": self.settings.seed, "overrides": self.overrides}}
+                             "seed": self.seed, "overrides": self.overrides}}
 
     def suggest(self):
         space = SPACES[self.definition.space]
@@ -128,6 +129,8 @@ def plan_run(settings: RunSettings) -> Plan:
     pruner = _fixed("pruner", settings.pruner, previous, definition.pruner)
     epochs = _fixed("epochs", settings.epochs, previous, int(definition.base["epochs"]))
     seeds = _fixed("seeds", list(settings.seeds) if settings.seeds else None, previous, None)
+    # Kept too: the grid sampler's point order is shuffled by it, and grid ids must mean the same points.
+    seed = _fixed("seed", settings.seed, previous, 0)
     overrides = _fixed("overrides", settings.overrides or None, previous, None) or {}
     if sampler not in SAMPLERS:
         raise ConfigError("sampler", f"unknown sampler {sampler!r} (choose from: {', '.join(SAMPLERS)})")
@@ -182,7 +185,8 @@ def plan_run(settings: RunSettings) -> Plan:
     _check_points(base, space, grid)
     return Plan(settings=settings, study_name=study_name or name, definition=definition, sampler=sampler,
                 pruner=pruner, epochs=epochs, grid=grid, n_trials=n_trials, target=target, base=base,
-                seeds=tuple(seeds) if seeds else None, overrides=overrides, stored=stored, warnings=tuple(warnings))
+                seeds=tuple(seeds) if seeds else None, seed=seed, overrides=overrides, stored=stored,
+                warnings=tuple(warnings))
 
 
 def _fixed(key: str, asked: Any, previous: dict[str, Any], default: Any) -> Any:
@@ -348,7 +352,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     workdir = Path(settings.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    sampler = make_sampler(plan.sampler, plan.grid, settings.seed)
+    sampler = make_sampler(plan.sampler, plan.grid, plan.seed)
     pruner = make_pruner(plan.pruner, plan.epochs)
     lock = storages.StudyLock(settings.storage, plan.study_name)
     with lock:  # a second driver starting at the same moment must find one study and one parent run

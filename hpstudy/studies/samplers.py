@@ -8,10 +8,12 @@ import optuna
 
 from hpstudy.trainables.config import ConfigError
 
+GRID_POINT = "hpstudy:grid_point"  # a trial's system attr: its grid point's parameters
+
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
     """GridSampler for a study driven by ask/tell, where trials may also be enqueued (a user's
-    `enqueue_trial`, or an interrupted trial queued again). Two changes, each to keep every grid point
+    `enqueue_trial`, or an interrupted trial queued again). Changes, each to keep every grid point
     evaluated exactly once:
 
     - an enqueued trial whose parameters are a grid point is tagged with that point's grid id (Optuna
@@ -19,7 +21,8 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
     - a new trial always takes an unvisited point (Optuna assigns grid id = trial number to the first
       len(grid) trial numbers, which repeats a point once enqueued trials have used some numbers);
     - after_trial never calls Study.stop(): that raises outside optimize(); the searcher ends the
-      study itself once every point has a trial.
+      study itself once every point has a trial;
+    - each trial records its whole point (see optuna_tune._params_to_requeue).
     """
 
     def before_trial(self, study, trial) -> None:
@@ -37,6 +40,10 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
             grid_id = int(self._rng.rng.choice(unvisited))
         study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
         study._storage.set_trial_system_attr(trial._trial_id, "grid_id", grid_id)
+        # The whole point, so that a trial interrupted before it drew every parameter can be queued
+        # again as that point (grid ids index a seed-shuffled order only this sampler knows).
+        study._storage.set_trial_system_attr(trial._trial_id, GRID_POINT,
+                                             dict(zip(self._param_names, self._all_grids[grid_id])))
 
     def after_trial(self, study, trial, state, values) -> None:
         pass

@@ -199,6 +199,9 @@ def test_seeds_repeat_every_configuration_and_the_table_shows_spread(place, caps
     # A continuation cannot change the seeds (results would mix two designs).
     assert main(place.args("--study-name", "lenet5-sgd-lr-bs", "--seeds", "0,1,2")) == 2
     assert "seeds: this study was run with seeds=[0, 1]" in capsys.readouterr().err
+    # Nor the sampler's seed: it orders the grid, and grid ids must keep meaning the same points.
+    assert main(place.args("--study-name", "lenet5-sgd-lr-bs", "--seed", "7")) == 2
+    assert "seed: this study was run with seed=0" in capsys.readouterr().err
 
 
 def test_seeds_with_tpe_repeat_each_sampled_configuration(place, capsys, monkeypatch):

@@ -157,3 +157,29 @@ def test_a_killed_drivers_lease_is_dead_at_once_on_its_host(tmp_path):
     study._storage.set_study_system_attr(study._study_id, "hpstudy:driver:gone", {
         "host": socket.gethostname(), "pid": child.pid, "started": time.time(), "beat": time.time(), "stopped": False})
     assert "gone" not in live_drivers(study)
+
+
+def test_a_grid_trial_killed_before_drawing_all_its_parameters_is_requeued_whole(tmp_path):
+    # The driver was killed between study.ask() and the last suggest: the trial is RUNNING with only
+    # some parameters. Found by the kill -9 fault test; GridSampler refuses a partial enqueued point.
+    from hpstudy.studies.optuna_tune import recover_interrupted
+    from hpstudy.studies.samplers import make_sampler
+
+    grid = {"lr": [0.1, 0.01], "batch_size": [64, 128]}
+    study = optuna.create_study(study_name="g", storage=storages.open_storage(f"sqlite:///{tmp_path}/h.db"),
+                                sampler=make_sampler("grid", grid, seed=0))
+    cut = study.ask()
+    lr = cut.suggest_categorical("lr", grid["lr"])  # killed here, before batch_size
+    assert recover_interrupted(study, from_dead_drivers_besides="me") == [cut.number]
+
+    again = study.ask()
+    assert again.user_attrs["retry_of"] == cut.number
+    points = [{name: again.suggest_categorical(name, grid[name]) for name in grid}]
+    assert points[0]["lr"] == lr  # the same grid point, now whole
+    study.tell(again, 0.5)
+    for _ in range(3):
+        trial = study.ask()
+        points.append({name: trial.suggest_categorical(name, grid[name]) for name in grid})
+        study.tell(trial, 0.5)
+    assert sorted((p["lr"], p["batch_size"]) for p in points) == sorted(
+        (lr_, bs) for lr_ in grid["lr"] for bs in grid["batch_size"])  # each point once
