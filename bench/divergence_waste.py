@@ -109,7 +109,7 @@ def main() -> None:
     healthy = [row["val_acc"] for row in table["rows"].values() if row["status"] == "completed"]
     at1 = statistics.median(c[0] for c in healthy)
     print()
-    print(f"2. in a study: median pruner (n_startup_trials 3, n_warmup_steps 1: epoch 1 already counts), "
+    print(f"2. in a study: hpstudy's median pruner (it checks from epoch 1 on), "
           f"{len(healthy)} earlier completed trials = the completed points of the {GRID_STUDY} grid (median "
           f"val_acc after epoch 1: {at1:.3f}); replayed from part 1's real histories")
     study_steps, study_planned = [], []

@@ -13,6 +13,11 @@ all trials (repeated points cost again, as they would in a real study); the targ
 trial that reaches it completes (the study's best value is over completed trials).
 
     python bench/search_efficiency.py [--seeds 10] [--out bench/out/search_efficiency.png]
+
+--explore replays other sampler/pruner settings instead of the official figure (nothing is plotted), e.g.
+    python bench/search_efficiency.py --explore --explore-samplers hp:tpe tpe:n_startup_trials=3 \
+        --explore-pruners hp:median median:n_startup_trials=1,n_warmup_steps=2 sha:reduction_factor=3 \
+        [--seed-offset 50] [--tolerance 0.015] [--listed]
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import optuna
@@ -51,11 +56,13 @@ def ordered_grid(grid: dict[str, list], seed: int | None) -> dict[str, list]:
 
 
 def replay(rows: dict[str, Any], grid, sampler: str, pruner: str, seed: int, epochs: int,
-           target: float, full: float, cap: float) -> dict[str, Any]:
-    """One study run on the table until `cap` epochs are spent; returns its best-so-far curve."""
+           target: float, full: float, cap: float, make: tuple[Callable, Callable] | None = None) -> dict[str, Any]:
+    """One study run on the table until `cap` epochs are spent; returns its best-so-far curve.
+    `make`: (sampler factory (grid, seed), pruner factory (epochs)) in place of hpstudy's, for --explore."""
+    build_sampler, build_pruner = make or (lambda g, s: make_sampler(sampler, g, s), lambda e: make_pruner(pruner, e))
     # Named: HyperbandPruner assigns brackets by a hash of the study name and trial number.
     study = optuna.create_study(study_name=f"{sampler}-{pruner}-{seed}", direction="maximize",
-                                sampler=make_sampler(sampler, grid, seed), pruner=make_pruner(pruner, epochs))
+                                sampler=build_sampler(grid, seed), pruner=build_pruner(epochs))
     suggest = grid_suggest(grid)  # what the space's suggest is: one suggest_categorical per grid key
     spent, best, reached, trials, repeats = 0.0, math.nan, None, 0, 0
     at_target = (None, None)
@@ -91,6 +98,86 @@ def replay(rows: dict[str, Any], grid, sampler: str, pruner: str, seed: int, epo
         if reached is None and best >= target:
             reached, at_target = spent, (trials, repeats)
     return {"reached": reached, "curve": curve, "trials": at_target[0], "repeats": at_target[1], "lost": lost}
+
+
+def _kwargs(spec: str) -> tuple[str, dict[str, Any]]:
+    """'name:key=value,key=value' -> (name, kwargs); values are read as Python literals when they parse."""
+    import ast
+
+    name, _, rest = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value
+    return name, kwargs
+
+
+def sampler_factory(spec: str) -> Callable:
+    """--explore sampler: 'hp:NAME' (hpstudy's make_sampler) or tpe / random / qmc with Optuna keyword
+    arguments, e.g. 'tpe:n_startup_trials=5,multivariate=True,group=True', 'qmc:scramble=True'."""
+    name, kwargs = _kwargs(spec)
+    if name == "hp":
+        return lambda grid, seed: make_sampler(spec.split(":", 1)[1], grid, seed)
+    cls = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+           "qmc": optuna.samplers.QMCSampler}[name]
+    return lambda grid, seed: cls(seed=seed, **kwargs)
+
+
+def pruner_factory(spec: str) -> Callable:
+    """--explore pruner: 'hp:NAME' (hpstudy's make_pruner) or none / median / percentile / sha / hyperband /
+    patient (PatientPruner around a MedianPruner: patience=..., the rest go to the MedianPruner) with Optuna
+    keyword arguments; min_resource defaults to 1 and Hyperband's max_resource to the epochs."""
+    name, kwargs = _kwargs(spec)
+    P = optuna.pruners  # noqa: N806
+    if name == "hp":
+        return lambda epochs: make_pruner(spec.split(":", 1)[1], epochs)
+    if name == "none":
+        return lambda epochs: P.NopPruner()
+    if name == "median":
+        return lambda epochs: P.MedianPruner(**kwargs)
+    if name == "percentile":
+        return lambda epochs: P.PercentilePruner(**kwargs)
+    if name == "sha":
+        return lambda epochs: P.SuccessiveHalvingPruner(**{"min_resource": 1, **kwargs})
+    if name == "hyperband":
+        return lambda epochs: P.HyperbandPruner(**{"min_resource": 1, "max_resource": epochs, **kwargs})
+    if name == "patient":
+        patience = kwargs.pop("patience", 1)
+        return lambda epochs: P.PatientPruner(P.MedianPruner(**kwargs), patience=patience)
+    raise ValueError(f"unknown pruner spec {spec!r}")
+
+
+def explore(rows, grid, epochs: int, best: float, full: float, args) -> None:
+    """Every --explore-samplers x --explore-pruners pair over --seeds seeds from --seed-offset; prints the
+    epochs to target (median, quartiles) and how many seeds reach the target within the grid's epochs."""
+    target = best - args.tolerance
+    hits = sum(r["status"] == "completed" and max(r["val_acc"]) >= target for r in rows.values())
+    seeds = range(args.seed_offset, args.seed_offset + args.seeds)
+    print(f"explore: target {target:.4f} (grid best - {args.tolerance * 100:.1f} points, {hits} points reach it); "
+          f"seeds {seeds.start}-{seeds.stop - 1}; share of the grid's {full:.0f} epochs: median [quartiles]; "
+          f"'in grid': seeds whose best is within tolerance after {full:.0f} epochs")
+    pct = lambda x: 100 * x / full  # noqa: E731
+    for s_spec in args.explore_samplers:
+        for p_spec in args.explore_pruners:
+            started = time.perf_counter()
+            make = (sampler_factory(s_spec), pruner_factory(p_spec))
+            # The study name as the official run's for hp: specs (Hyperband's brackets hash it).
+            names = (s_spec.removeprefix("hp:"), p_spec.removeprefix("hp:"))
+            runs = [replay(rows, ordered_grid(grid, None if args.listed else seed), *names, seed, epochs,
+                           target, full, 2 * full, make) for seed in seeds]
+            reached = [r["reached"] if r["reached"] is not None else math.inf for r in runs]
+            q1, med, q3 = statistics.quantiles(reached, n=4)
+            med = statistics.median(reached)
+            within = sum(x <= full for x in reached)
+            hit = [r for r in runs if r["reached"] is not None]
+            trials = statistics.median(r["trials"] for r in hit) if hit else math.nan
+            print(f"  {s_spec:45s} {p_spec:48s} {pct(med):5.1f}% [{pct(q1):5.1f} - {pct(q3):5.1f}]  mean "
+                  f"{pct(statistics.fmean(min(x, 2 * full) for x in reached)):5.1f}%  in grid {within:3d}/{len(runs)}"
+                  f"  trials {trials:4.1f}  lost {sum(r['lost'] for r in runs):3d}  ({time.perf_counter() - started:.0f} s)",
+                  flush=True)
 
 
 def step_values(curve: list[tuple[float, float]], xs: np.ndarray) -> np.ndarray:
@@ -147,6 +234,15 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=None, help="default: the study's (all 1,000)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "search_efficiency.png"))
     parser.add_argument("--refresh", action="store_true", help="retrain the table even if cached")
+    parser.add_argument("--explore", action="store_true",
+                        help="instead of the official figure: replay every --explore-samplers x --explore-pruners pair")
+    parser.add_argument("--explore-samplers", nargs="+", default=["hp:tpe", "hp:random", "hp:qmc"],
+                        help="sampler specs, e.g. hp:tpe, tpe:n_startup_trials=5,multivariate=True, qmc:scramble=True")
+    parser.add_argument("--explore-pruners", nargs="+", default=["hp:median", "hp:hyperband", "hp:none"],
+                        help="pruner specs, e.g. hp:median, median:n_startup_trials=3,n_warmup_steps=2, sha:reduction_factor=3")
+    parser.add_argument("--seed-offset", type=int, default=0, help="--explore: first seed (held-out checks)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="--explore: target = grid best - this")
+    parser.add_argument("--listed", action="store_true", help="--explore: the grid's choices in the listed order")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.getLogger("hpstudy").setLevel(logging.WARNING)
@@ -200,10 +296,17 @@ def main() -> None:
     print(f"full grid: {full:.0f} epochs ({grid_size(grid)} points x {epochs}); the grid actually runs "
           f"{actual:.1f} (the engine stops stalled runs inside an epoch)")
 
+    if args.explore:
+        print()
+        explore(rows, grid, epochs, best, full, args)
+        print(f"wall time {time.perf_counter() - started:.0f} s")
+        return
+
     cap = 2 * full
-    # Each seed lists every parameter's choices in its own random order: QMCSampler (scramble=False, as
-    # make_sampler builds it) always draws the first listed value of every parameter at its second
-    # trial, and this grid lists its best point first. The listed order is replayed once more below.
+    # Each seed lists every parameter's choices in its own random order: an unscrambled QMCSampler (as
+    # make_sampler built it before it scrambled) always draws the first listed value of every parameter
+    # at its second trial, and this grid lists its best point first. The listed order is replayed once
+    # more below: with scrambling its figure is no longer that lucky constant.
     results: dict[tuple[str, str], list[dict]] = {}
     runs_of = [(s, p) for p in pruners for s in SAMPLERS] + [("grid", "none"), ("qmc", f"{pruners[0]}, listed order")]
     for sampler, pruner in runs_of:
@@ -236,9 +339,9 @@ def main() -> None:
               + (f"; {missed} seed(s) missed the target within the cap" if missed else ""))
     print("  (TPE's first 10 trials are random draws (n_startup_trials 10) from the same seed as random's, "
           "so the two coincide until trial 10)")
-    print("  (qmc in the listed order: its second trial is always the first listed value of each parameter, "
-          "momentum / 0.05 / 64 here, the grid's best point; make_sampler's QMCSampler is unscrambled, so "
-          "its seed changes only the first trial)")
+    print("  (qmc in the listed order: the grid's choices as listed, momentum / 0.05 / 64 first, the grid's "
+          "best point; an unscrambled Sobol sequence draws it at trial 2 for every seed, 11%; make_sampler's "
+          "QMCSampler is scrambled by its seed)")
     print(f"plot: {args.out}")
     print(f"wall time {time.perf_counter() - started:.0f} s")
     head = pruners[0]

@@ -214,13 +214,18 @@ def recover_interrupted(study: optuna.Study, *, of_driver: str | None = None,
         interrupted = [t for t in running if t.user_attrs.get(DRIVER_ATTR) not in live]
     requeued = []
     for frozen in interrupted:
-        trial = optuna.trial.Trial(study, frozen._trial_id)
-        attrs = {RESUME_KEY: frozen.user_attrs.get("checkpoint"), "retry_of": frozen.number}
-        study.enqueue_trial(_params_to_requeue(frozen), user_attrs={k: v for k, v in attrs.items() if v is not None})
-        trial.set_user_attr("status", "failed")
-        trial.set_user_attr("reason", "interrupted: the driver stopped; re-queued to continue from its checkpoint")
-        trial.set_user_attr(REQUEUED, True)
-        study.tell(trial, state=TrialState.FAIL)
+        params = _params_to_requeue(frozen)
+        if params:
+            attrs = {RESUME_KEY: frozen.user_attrs.get("checkpoint"), "retry_of": frozen.number}
+            study.enqueue_trial(params, user_attrs={k: v for k, v in attrs.items() if v is not None})
+            reason = "interrupted: the driver stopped; re-queued to continue from its checkpoint"
+        else:  # killed inside ask(), before the sampler chose anything: a new trial takes its place
+            reason = "interrupted inside ask(), before its parameters were drawn; replaced by a new trial"
+        # Through the storage, not optuna.trial.Trial(study, id): that runs the sampler's before_trial on
+        # the dead trial, and the grid sampler would give it a grid point, which its FAIL marks visited.
+        for key, value in (("status", "failed"), ("reason", reason), (REQUEUED, True)):
+            study._storage.set_trial_user_attr(frozen._trial_id, key, value)
+        study.tell(frozen.number, state=TrialState.FAIL)
         requeued.append(frozen.number)
     return requeued
 

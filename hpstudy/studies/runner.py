@@ -317,6 +317,69 @@ def _first_point(space) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- running
 
+class RayStart:
+    """``ray.init`` in a thread, so that it overlaps the driver's other setup.
+
+    The thread lives until ``stop()``: Ray starts its GCS and raylet with PR_SET_PDEATHSIG, which
+    Linux ties to the thread that spawned them, so they would be killed the moment it ended. From a
+    thread, ray.init leaves the Python-level SIGTERM handler alone (from the main thread it installs one
+    that exits at once, skipping the graceful stop); wait() undoes the C-level one its core worker
+    installs. Worker output stays in Ray's log folder: the terminal
+    shows one line per finished trial. The address "local" starts a Ray of our own, never whatever
+    cluster `ray start` last recorded in /tmp/ray/ray_current_cluster."""
+
+    def __init__(self, address: str):
+        self.address = address
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hpstudy-ray", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import ray
+
+        # Its one warning from a thread says that the SIGTERM handler was not replaced: as wanted.
+        logging.getLogger("ray._private.worker").addFilter(_NotMainThreadWarning())
+        try:
+            ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False)
+        except BaseException as exc:  # handed to the main thread by wait()
+            self.error = exc
+        finally:
+            self._ready.set()
+        self._stop.wait()
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Until ray.init has returned; raises its error."""
+        self._ready.wait()
+        if threading.current_thread() is threading.main_thread():
+            # Ray's core worker installs a C-level SIGTERM handler (a stack dump, then abort) over
+            # Python's: re-installing the Python-level handler puts the caller's graceful stop back.
+            handler = signal.getsignal(signal.SIGTERM)
+            if handler is not None:
+                signal.signal(signal.SIGTERM, handler)
+        if self.error is not None and raise_error:
+            raise self.error
+
+    def stop(self) -> None:
+        """Shut Ray down (once started), then let the thread end."""
+        import ray
+
+        self._ready.wait()
+        try:
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+
+class _NotMainThreadWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not the main thread" not in record.getMessage()
+
+
 class StudyInterrupted(Exception):
     """The driver stopped (a signal) with trials unfinished; they are re-queued for the next run."""
 
@@ -355,36 +418,47 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
     sampler = make_sampler(plan.sampler, plan.grid, plan.seed)
     pruner = make_pruner(plan.pruner, plan.epochs)
     lock = storages.StudyLock(settings.storage, plan.study_name)
-    with lock:  # a second driver starting at the same moment must find one study and one parent run
-        client = MlflowClient(settings.mlflow_tracking_uri)  # creates MLflow's tables on first use
-        study = optuna.create_study(study_name=plan.study_name, storage=storages.open_storage(settings.storage),
-                                    sampler=sampler, pruner=pruner, direction=plan.definition.direction,
-                                    load_if_exists=True)
-        attr = dict(study.user_attrs.get(ATTR) or plan.stored or plan.study_attr())
-        parent = (attr.get("mlflow") or {}).get("parent_run_id")
-        experiment_id, parent_run_id = mlflow_tracking.open_parent_run(
-            client, plan.study_name, workdir, settings.mlflow_tracking_uri, parent,
-            {"definition": plan.definition.name, "sampler": plan.sampler, "pruner": plan.pruner,
-             "epochs": plan.epochs, "n_trials": plan.target, "space": plan.definition.space,
-             "storage": storages.kind(settings.storage), **{f"base.{k}": v for k, v in plan.base.items()}})
-        attr["mlflow"] = {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id,
-                          "parent_run_id": parent_run_id}
-        study.set_user_attr(ATTR, attr)
-        lease = DriverLease(study).start()
-        requeued = recover_interrupted(study, from_dead_drivers_besides=lease.id)
-        closed = mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
+    ray_start: RayStart | None = None
+    try:
+        with lock:  # a second driver starting at the same moment must find one study and one parent run
+            study = optuna.create_study(study_name=plan.study_name, storage=storages.open_storage(settings.storage),
+                                        sampler=sampler, pruner=pruner, direction=plan.definition.direction,
+                                        load_if_exists=True)
+            bridge = StudyBridge(study=study, suggest=plan.suggest(), base=plan.base, target=plan.target,
+                                 repeat_seeds=plan.seeds if plan.seeds and plan.sampler != "grid" else (),
+                                 lock=lock)
+            if bridge.has_work() and not ray.is_initialized():
+                # Ray starts (seconds) while MLflow creates or opens its store (seconds too on a first run).
+                ray_start = RayStart(settings.ray_address or os.environ.get("RAY_ADDRESS") or "local")
+            client = MlflowClient(settings.mlflow_tracking_uri)  # creates MLflow's tables on first use
+            attr = dict(study.user_attrs.get(ATTR) or plan.stored or plan.study_attr())
+            parent = (attr.get("mlflow") or {}).get("parent_run_id")
+            experiment_id, parent_run_id = mlflow_tracking.open_parent_run(
+                client, plan.study_name, workdir, settings.mlflow_tracking_uri, parent,
+                {"definition": plan.definition.name, "sampler": plan.sampler, "pruner": plan.pruner,
+                 "epochs": plan.epochs, "n_trials": plan.target, "space": plan.definition.space,
+                 "storage": storages.kind(settings.storage), **{f"base.{k}": v for k, v in plan.base.items()}})
+            attr["mlflow"] = {"tracking_uri": settings.mlflow_tracking_uri, "experiment_id": experiment_id,
+                              "parent_run_id": parent_run_id}
+            study.set_user_attr(ATTR, attr)
+            lease = DriverLease(study).start()
+            requeued = recover_interrupted(study, from_dead_drivers_besides=lease.id)
+            closed = mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
+    except BaseException:
+        if ray_start is not None:  # setup failed: stop the Ray it was starting
+            ray_start.stop()
+        raise
     if requeued:
         print(f"continuing {len(requeued)} interrupted trial(s) from their checkpoints: {requeued}", flush=True)
     if closed:
         log.info("marked %d MLflow run(s) of the interrupted driver KILLED", closed)
 
-    bridge = StudyBridge(study=study, suggest=plan.suggest(), base=plan.base, target=plan.target,
-                         repeat_seeds=plan.seeds if plan.seeds and plan.sampler != "grid" else (),
-                         lock=lock, driver_id=lease.id)
+    bridge.driver_id = lease.id
     status = "FINISHED"
-    started_ray = False
     left: list[int] = []
     try:
+        if ray_start is not None:
+            ray_start.wait()  # before the caller arms its SIGTERM handler (see RayStart.wait)
         if on_ready is not None:
             on_ready()
         rounds = 0
@@ -400,16 +474,9 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
                 time.sleep(POLL_S)
                 continue
             if not ray.is_initialized():
-                # ray.init replaces the SIGTERM handler with one that exits at once; keep the caller's.
-                term_handler = signal.getsignal(signal.SIGTERM)
-                # Worker output stays in Ray's log folder: the terminal shows one line per finished trial.
-                # Without --ray-address (or RAY_ADDRESS): a Ray of our own, never whatever cluster `ray start`
-                # last recorded in /tmp/ray/ray_current_cluster.
-                ray.init(address=settings.ray_address or os.environ.get("RAY_ADDRESS") or "local",
-                         include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-                started_ray = True
-                if threading.current_thread() is threading.main_thread() and term_handler is not None:
-                    signal.signal(signal.SIGTERM, term_handler)
+                if ray_start is None:  # work appeared later (another driver died): start Ray now
+                    ray_start = RayStart(settings.ray_address or os.environ.get("RAY_ADDRESS") or "local")
+                ray_start.wait()
             rounds += 1
             resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
             tuner = tune.Tuner(
@@ -448,8 +515,8 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
                     best = None
                 mlflow_tracking.finish_parent_run(client, parent_run_id, best, status)
         lock.close()
-        if started_ray:
-            ray.shutdown()
+        if ray_start is not None:
+            ray_start.stop()
     if left:
         raise StudyInterrupted(left)
     return study

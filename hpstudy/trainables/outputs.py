@@ -66,18 +66,21 @@ def write_confusion_csv(result: dict[str, Any], path: Path) -> None:
             writer.writerow([name, *row])
 
 
-def write_run_outputs(result: dict[str, Any], out: Path) -> list[Path]:
-    """All of a run's files in ``out``; returns their paths."""
+def write_run_outputs(result: dict[str, Any], out: Path, curves: bool = True) -> list[Path]:
+    """All of a run's files in ``out``; returns their paths. ``curves=False`` skips the PNG: a study's
+    trials leave it out, since MLflow charts every trial's epochs itself and the study report draws all
+    trials in one figure, and matplotlib takes about 0.3 s per figure here, a third of a short trial's
+    overhead (bench/service_overhead.py)."""
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     files = {name: out / name for name in ("history.csv", "curves.png", "per_class.csv",
                                             "confusion_matrix.csv", "result.json")}
     write_history_csv(result["history"], files["history.csv"])
-    if result["history"]:
+    if result["history"] and curves:
         cfg = result["config"]
         plot_curves(result["history"], files["curves.png"],
                     f"{cfg['model']} on {cfg['dataset']}, {cfg['optimizer']} lr={cfg['lr']:g} bs={cfg['batch_size']}")
     else:
-        del files["curves.png"]  # diverged inside the first epoch: no curve to draw
+        del files["curves.png"]  # not asked for, or diverged inside the first epoch: no curve to draw
     write_per_class_csv(result, files["per_class.csv"])
     write_confusion_csv(result, files["confusion_matrix.csv"])
     files["result.json"].write_text(json.dumps(result, indent=1))

@@ -22,7 +22,7 @@ DIRECTION = "maximize"
 # Keys of a Tune config that are not TrainConfig fields.
 RESUME_KEY = "resume_from"  # a checkpoint directory of an interrupted earlier trial, if any
 META_KEYS = (RESUME_KEY, "optuna_trial_number")
-OUTPUTS_DIR = "outputs"  # in the trial's folder in Tune's storage path: history.csv, curves.png, ...
+OUTPUTS_DIR = "outputs"  # in the trial's folder in Tune's storage path: history.csv, result.json, ...
 
 
 class TuneReporter:
@@ -67,7 +67,7 @@ class TuneReporter:
         # storage path (the work dir, which every node and the driver reach), not to get_trial_dir(),
         # a folder in this node's own Ray session dir that a driver on another machine cannot read.
         outputs = Path(tune.get_context().get_storage().trial_fs_path) / OUTPUTS_DIR
-        write_run_outputs(result, outputs)
+        write_run_outputs(result, outputs, curves=False)
         history = result["history"]
         last = dict(history[-1]) if history else {"epoch": 0}
         # As a JSON string: Tune flattens nested dicts in results.

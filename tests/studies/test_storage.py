@@ -183,3 +183,27 @@ def test_a_grid_trial_killed_before_drawing_all_its_parameters_is_requeued_whole
         study.tell(trial, 0.5)
     assert sorted((p["lr"], p["batch_size"]) for p in points) == sorted(
         (lr_, bs) for lr_ in grid["lr"] for bs in grid["batch_size"])  # each point once
+
+
+def test_a_grid_trial_killed_inside_ask_before_the_sampler_ran_is_replaced(tmp_path):
+    # The driver was killed inside study.ask(), after the trial row was created and before the grid
+    # sampler gave it a point (found by the kill -9 fault test): no parameters, no grid id. Nothing can
+    # be queued again; a new trial takes its place, and every grid point still runs exactly once.
+    from hpstudy.studies.optuna_tune import recover_interrupted
+    from hpstudy.studies.samplers import make_sampler
+
+    grid = {"lr": [0.1, 0.01], "batch_size": [64, 128]}
+    study = optuna.create_study(study_name="g", storage=storages.open_storage(f"sqlite:///{tmp_path}/h.db"),
+                                sampler=make_sampler("grid", grid, seed=0))
+    study._storage.create_new_trial(study._study_id)  # what ask() has done when the kill lands
+    assert recover_interrupted(study, from_dead_drivers_besides="me") == [0]
+    dead = study.get_trials(deepcopy=False)[0]
+    assert dead.state.name == "FAIL" and "grid_id" not in dead.system_attrs  # no point marked visited
+    assert "replaced by a new trial" in dead.user_attrs["reason"]
+    assert not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    points = []
+    for _ in range(4):
+        trial = study.ask()
+        points.append(tuple(trial.suggest_categorical(name, grid[name]) for name in grid))
+        study.tell(trial, 0.5)
+    assert sorted(points) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
