@@ -324,9 +324,9 @@ class RayStart:
     Linux ties to the thread that spawned them, so they would be killed the moment it ended. From a
     thread, ray.init leaves the Python-level SIGTERM handler alone (from the main thread it installs one
     that exits at once, skipping the graceful stop); wait() undoes the C-level one its core worker
-    installs. Worker output stays in Ray's log folder: the terminal
-    shows one line per finished trial. The address "local" starts a Ray of our own, never whatever
-    cluster `ray start` last recorded in /tmp/ray/ray_current_cluster."""
+    installs. Worker output stays in Ray's log folder: the terminal shows one line per finished trial.
+    The address "local" starts a Ray of our own, never whatever cluster `ray start` last recorded in
+    /tmp/ray/ray_current_cluster."""
 
     def __init__(self, address: str):
         self.address = address

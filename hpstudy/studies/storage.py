@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
 from hpstudy.trainables.config import ConfigError
@@ -106,7 +107,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         backend.repair()
         return JournalStorage(backend)
     if kind(url) == "sqlite":
-        return optuna.storages.RDBStorage(url)
+        try:
+            return optuna.storages.RDBStorage(url)
+        except sqlalchemy.exc.OperationalError as exc:
+            # Another process (a dashboard, the optuna CLI) created Optuna's tables in the same new file
+            # between SQLAlchemy's check and its CREATE TABLE: they exist now, so open it again.
+            if "already exists" not in str(exc):
+                raise
+            return optuna.storages.RDBStorage(url)
     # Optuna creates its tables on first use; several drivers starting at once on an empty database
     # would collide (duplicate key in pg_type), so the creation is serialised by an advisory lock.
     with _pg_advisory_lock(url, _SCHEMA_LOCK_KEY):

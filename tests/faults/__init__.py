@@ -79,9 +79,13 @@ class WorkerKiller(threading.Thread):
     def _registered(self) -> Path | None:
         import optuna
 
+        from sqlalchemy.exc import OperationalError
+
         try:
             trials = optuna.load_study(study_name=self.study_name, storage=self.storage).get_trials(deepcopy=False)
         except KeyError:  # the study is not created yet
+            return None
+        except OperationalError:  # this poll and the driver both created Optuna's tables in the new file
             return None
         path = trials[0].user_attrs.get("checkpoint") if trials else None
         return Path(path) if path else None

@@ -11,6 +11,7 @@ from collections import Counter
 
 import optuna
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import OperationalError
 
 STUDY = "lenet5-sgd-lr-bs"
 GRID = {(lr, bs) for lr in (0.1, 0.01, 0.001) for bs in (64, 128)}
@@ -19,7 +20,7 @@ GRID = {(lr, bs) for lr in (0.1, 0.01, 0.001) for bs in (64, 128)}
 def _trials(storage):
     try:
         return optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False)
-    except KeyError:  # no study yet
+    except (KeyError, OperationalError):  # no study yet, or this poll and the driver both created the tables
         return []
 
 
