@@ -109,10 +109,11 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if kind(url) == "sqlite":
         try:
             return optuna.storages.RDBStorage(url)
-        except sqlalchemy.exc.OperationalError as exc:
-            # Another process (a dashboard, the optuna CLI) created Optuna's tables in the same new file
-            # between SQLAlchemy's check and its CREATE TABLE: they exist now, so open it again.
-            if "already exists" not in str(exc):
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
+            # Another process (a dashboard, the optuna CLI) created Optuna's tables or stamped their
+            # version in the same new file between SQLAlchemy's check and its own write: the schema is
+            # there now, so open it again.
+            if "already exists" not in str(exc) and "alembic_version" not in str(exc):
                 raise
             return optuna.storages.RDBStorage(url)
     # Optuna creates its tables on first use; several drivers starting at once on an empty database

@@ -5,12 +5,28 @@ one once a trial has checkpointed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Callable
+
+
+def optuna_schema_ready(storage_url: str) -> bool:
+    """Whether the driver has finished creating Optuna's tables in its SQLite file (Optuna stamps the
+    schema version last), read without SQLAlchemy: a poller that opened the study earlier would create
+    the tables itself, racing the driver's own creation."""
+    path = storage_url.removeprefix("sqlite:///")
+    if not os.path.exists(path):
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:  # no such table yet, or the driver holds a write lock
+        return False
 
 
 def descendants(root: int) -> list[int]:
@@ -79,13 +95,11 @@ class WorkerKiller(threading.Thread):
     def _registered(self) -> Path | None:
         import optuna
 
-        from sqlalchemy.exc import OperationalError
-
+        if not optuna_schema_ready(self.storage):
+            return None
         try:
             trials = optuna.load_study(study_name=self.study_name, storage=self.storage).get_trials(deepcopy=False)
         except KeyError:  # the study is not created yet
-            return None
-        except OperationalError:  # this poll and the driver both created Optuna's tables in the new file
             return None
         path = trials[0].user_attrs.get("checkpoint") if trials else None
         return Path(path) if path else None

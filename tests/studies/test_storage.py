@@ -207,3 +207,34 @@ def test_a_grid_trial_killed_inside_ask_before_the_sampler_ran_is_replaced(tmp_p
         points.append(tuple(trial.suggest_categorical(name, grid[name]) for name in grid))
         study.tell(trial, 0.5)
     assert sorted(points) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
+
+
+@pytest.mark.parametrize("lost", ["create table", "stamp version"])
+def test_sqlite_tables_created_by_another_process_at_the_same_moment_are_opened(tmp_path, monkeypatch, lost):
+    # Two processes opening a new SQLite file at once both find no tables and both create them: the
+    # loser's open fails with "already exists", or on the schema version's row (both seen in CI: a
+    # poller against the driver). The second attempt finds the schema. Only these errors are retried.
+    import sqlalchemy.exc
+
+    url = f"sqlite:///{tmp_path}/h.db"
+    real, calls = optuna.storages.RDBStorage, []
+    error = {"create table": sqlalchemy.exc.OperationalError(
+                 "CREATE TABLE studies", {}, Exception("table studies already exists")),
+             "stamp version": sqlalchemy.exc.IntegrityError(
+                 "INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed: alembic_version.version_num"))}
+
+    def racing(url_, *args, **kwargs):
+        calls.append(url_)
+        if len(calls) == 1:
+            real(url_)  # the other process wins the race
+            raise error[lost]
+        return real(url_, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    assert isinstance(storages.open_storage(url), real) and len(calls) == 2
+
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", lambda *a, **k: (_ for _ in ()).throw(
+        sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))))
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="locked"):
+        storages.open_storage(url)
