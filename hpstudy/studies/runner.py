@@ -340,7 +340,7 @@ class RayStart:
         import ray
 
         # Its one warning from a thread says that the SIGTERM handler was not replaced: as wanted.
-        logging.getLogger("ray._private.worker").addFilter(_NotMainThreadWarning())
+        logging.getLogger("ray._private.worker").addFilter(_NOT_MAIN_THREAD_WARNING)  # added once
         try:
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False)
@@ -378,6 +378,9 @@ class RayStart:
 class _NotMainThreadWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "not the main thread" not in record.getMessage()
+
+
+_NOT_MAIN_THREAD_WARNING = _NotMainThreadWarning()
 
 
 class StudyInterrupted(Exception):
