@@ -105,6 +105,11 @@ def test_stopped_driver_then_same_command_completes_the_study(tmp_path, data_dir
     experiment = client.get_experiment_by_name("lenet5-sgd-lr-bs")
     runs = client.search_runs([experiment.experiment_id])
     assert "RUNNING" not in {r.info.status for r in runs}, [(r.info.run_name, r.data.tags) for r in runs if r.info.status == "RUNNING"]
-    assert len([r for r in runs if r.info.status == "KILLED"]) == len(interrupted)
+    # An interrupted trial has a KILLED run if Tune had started it; one the kill caught between Optuna's
+    # ask and Tune's trial start never had a run (CI saw that window once).
+    killed = sorted(int(r.data.tags["optuna.trial_number"]) for r in runs if r.info.status == "KILLED")
+    of_interrupted = sorted(int(r.data.tags["optuna.trial_number"]) for r in runs
+                            if int(r.data.tags.get("optuna.trial_number", -1)) in interrupted)
+    assert killed == of_interrupted and checkpointed in killed, (killed, of_interrupted, interrupted)
     parent = study.user_attrs["hpstudy"]["mlflow"]["parent_run_id"]
     assert client.get_run(parent).info.status == "FINISHED"
