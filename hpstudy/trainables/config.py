@@ -73,6 +73,7 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None: leave torch's choice
     bf16: bool = False  # CUDA only: bf16 autocast
     channels_last: bool = True  # NHWC memory format: +25-30% for LeNet-5 on CPU (bench/throughput.py)
+    cuda_graphs: bool = True  # CUDA, without bf16: replay the training forward/backward as CUDA graphs
     # --- divergence stop (step granularity); 0 disables a rule
     diverge_loss_factor: float = 10.0  # stop when one step's loss > factor x the first step's loss
     chance_warmup_steps: int = 50  # after this many steps, stop if the last ones are at chance, loss flat

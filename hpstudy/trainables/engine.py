@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -14,12 +15,13 @@ import torch.nn.functional as F
 
 from hpstudy.trainables import checkpoints, loader
 from hpstudy.trainables.config import ConfigError, TrainConfig
+from hpstudy.trainables.cuda_graphs import capture_training_graphs, eager_forward
 from hpstudy.trainables.datasets import dataset_info
 from hpstudy.trainables.divergence import DivergenceMonitor
 from hpstudy.trainables.inits import apply_init
 from hpstudy.trainables.metrics import confusion_matrix, per_class_scores
 from hpstudy.trainables.models import build_model, check_input, count_parameters
-from hpstudy.trainables.optimizers import build_optimizer
+from hpstudy.trainables.optimizers import build_optimizer, load_optimizer_state
 from hpstudy.trainables.reporting import NullReporter, Reporter, StopTrial
 from hpstudy.trainables.schedulers import build_scheduler
 
@@ -28,6 +30,19 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 # History fields that measure the machine, not the training; excluded when comparing runs.
 TIMING_FIELDS = ("epoch_time_s", "images_per_s")
+
+
+PRENORMALIZE_MAX_BYTES = 2 << 30  # a float copy of the training images up to this size, on a GPU
+
+
+def use_deterministic_cuda() -> None:
+    """Same config and seed, same metrics on a GPU too: cuDNN's autotuner and its atomic-add backward
+    kernels differ in the last bits from run to run (seen on an H100), so pick deterministic kernels.
+    warn_only: an op with no deterministic CUDA kernel warns instead of failing the trial
+    (tests/trainables/test_cuda.py checks every model). The cuBLAS setting must precede its first use."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,6 +71,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
     reporter = reporter or NullReporter()
     check_config(cfg)
     device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        use_deterministic_cuda()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info = dataset_info(cfg.dataset, cfg.data_dir, cfg.image_size)
@@ -80,7 +97,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
         state, path = found
         _check_same_run(cfg, state["config"], path)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         monitor.load_state_dict(state["monitor"])
         history = list(state["history"])
@@ -90,6 +107,20 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
                 else nullcontext())
+    # On a GPU the training images are normalized once, not per batch (fewer kernel launches per step;
+    # the same values). Not with augmentation, which works on unnormalized batches, nor when the float
+    # copy would be large.
+    prenormalized = (device.type == "cuda" and not cfg.augment
+                     and train_split.images.numel() * 4 <= PRENORMALIZE_MAX_BYTES)
+    if prenormalized:
+        train_split = loader.Split(normalize(train_split.images), train_split.labels)
+    # Full batches replay CUDA graphs; the short last batch of an epoch runs eagerly. Not with bf16:
+    # capturing under autocast needs its cache off, which this does not manage.
+    if device.type == "cuda" and cfg.cuda_graphs and not cfg.bf16 and len(train_split) >= cfg.batch_size:
+        first = train_split.images[:cfg.batch_size]
+        graphed = capture_training_graphs(model, first if prenormalized else normalize(first))
+    else:
+        graphed = False
     status, reason = "completed", None
     for epoch in range(start_epoch, cfg.epochs):
         generator = loader.epoch_generator(cfg.seed, epoch)
@@ -98,17 +129,19 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
         started = time.perf_counter()
         loss_sum, correct_sum, seen = 0.0, 0, 0
         for images, labels in loader.train_batches(train_split, cfg.batch_size, generator):
-            x = normalize(images, cfg.augment, generator)
+            x = images if prenormalized else normalize(images, cfg.augment, generator)
             with autocast:
-                logits = model(x)
+                logits = model(x) if not graphed or len(labels) == cfg.batch_size else eager_forward(model, x)
                 loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if per_step:
                 scheduler.step()
-            correct = int((logits.argmax(1) == labels).sum())
-            loss_value = float(loss.detach())  # one sync per step: the divergence monitor needs it anyway
+            # One sync per step for both numbers: the divergence monitor needs them anyway.
+            loss_value, correct = torch.stack([loss.detach().float(),
+                                               (logits.argmax(1) == labels).sum().float()]).tolist()
+            correct = int(correct)
             loss_sum += loss_value * len(labels)
             correct_sum += correct
             seen += len(labels)
@@ -195,7 +228,7 @@ def _set_rng(state: dict[str, Any]) -> None:
 
 
 # Settings that may differ between a run and its resumption without changing what it computes.
-_RESUME_MAY_DIFFER = {"epochs", "data_dir", "download", "device", "threads", "keep_checkpoints"}
+_RESUME_MAY_DIFFER = {"epochs", "data_dir", "download", "device", "threads", "keep_checkpoints", "cuda_graphs"}
 
 
 def _check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:

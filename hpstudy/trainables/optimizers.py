@@ -13,14 +13,15 @@ _TAKES_MOMENTUM = ("sgd", "momentum", "nesterov", "rmsprop")
 _TAKES_BETAS = ("adam", "adamw")
 
 
-def _sgd(params, cfg: TrainConfig, **kw):
-    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum or 0.0)
+def _sgd(params, cfg: TrainConfig, **fused):
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum or 0.0,
+                           **fused)
 
 
-def _momentum(params, cfg: TrainConfig, nesterov: bool = False):
+def _momentum(params, cfg: TrainConfig, nesterov: bool = False, **fused):
     momentum = cfg.momentum if cfg.momentum is not None else _MOMENTUM_DEFAULT["momentum"]
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=momentum,
-                           nesterov=nesterov)
+                           nesterov=nesterov, **fused)
 
 
 def _with_eps(cfg: TrainConfig) -> dict[str, Any]:
@@ -34,19 +35,37 @@ def _with_betas(cfg: TrainConfig) -> dict[str, Any]:
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "sgd": _sgd,
     "momentum": _momentum,
-    "nesterov": lambda p, cfg: _momentum(p, cfg, nesterov=True),
+    "nesterov": lambda p, cfg, **fused: _momentum(p, cfg, nesterov=True, **fused),
     "adagrad": lambda p, cfg: torch.optim.Adagrad(p, lr=cfg.lr, weight_decay=cfg.weight_decay, **_with_eps(cfg)),
     "rmsprop": lambda p, cfg: torch.optim.RMSprop(p, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                   momentum=cfg.momentum or 0.0, **_with_eps(cfg)),
-    "adam": lambda p, cfg: torch.optim.Adam(p, lr=cfg.lr, weight_decay=cfg.weight_decay, **_with_betas(cfg)),
-    "adamw": lambda p, cfg: torch.optim.AdamW(p, lr=cfg.lr, weight_decay=cfg.weight_decay, **_with_betas(cfg)),
+    "adam": lambda p, cfg, **fused: torch.optim.Adam(p, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                     **_with_betas(cfg), **fused),
+    "adamw": lambda p, cfg, **fused: torch.optim.AdamW(p, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                                       **_with_betas(cfg), **fused),
     "adadelta": lambda p, cfg: torch.optim.Adadelta(p, lr=cfg.lr, weight_decay=cfg.weight_decay, **_with_eps(cfg)),
 }
 
 
+# On a GPU these take fused=True: one kernel per step instead of several, and small models there are
+# bound by kernel launches (bench/gpu.py). The others have no fused CUDA kernel in torch.
+_FUSED_ON_CUDA = ("sgd", "momentum", "nesterov", "adam", "adamw")
+
+
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.optimizer`` over ``params``."""
-    return OPTIMIZERS[cfg.optimizer](params, cfg)
+    params = list(params)
+    fused = {"fused": True} if cfg.optimizer in _FUSED_ON_CUDA and params and params[0].is_cuda else {}
+    return OPTIMIZERS[cfg.optimizer](params, cfg, **fused)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict`` that keeps this optimizer's kernel choice (fused/foreach): a
+    checkpoint written on a GPU restores its groups' ``fused=True``, which fails on a CPU."""
+    kernels = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, chosen in zip(optimizer.param_groups, kernels):
+        group.update(chosen)
 
 
 def check_arguments(cfg: TrainConfig) -> None:
