@@ -8,33 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hpstudy.trainables import TIMING_FIELDS, TrainConfig, models, train
+from hpstudy.trainables import TrainConfig, models, train
 from hpstudy.trainables.datasets import DatasetInfo
 from hpstudy.trainables.cuda_graphs import capture_training_graphs
 from hpstudy.trainables.engine import use_deterministic_cuda
+from tests.trainables.helpers import Crash, CrashAfter, without_timing
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-def without_timing(history):
-    return [{k: v for k, v in h.items() if k not in TIMING_FIELDS} for h in history]
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAfter:
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def report(self, metrics, checkpoint_dir):
-        if metrics["epoch"] == self.epoch:
-            raise Crash()
-
-    def finish(self, result):
-        pass
-
 
 # Convolutions (cuDNN picks algorithms; some backward ones use atomics), bf16 autocast, dropout and
 # per-batch augmentation drawn on the device.

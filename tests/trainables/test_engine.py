@@ -1,16 +1,13 @@
 import pytest
 import torch
 
-from hpstudy.trainables import TIMING_FIELDS, StopTrial, TrainConfig, train
+from hpstudy.trainables import StopTrial, TrainConfig, train
 from hpstudy.trainables import checkpoints
 from hpstudy.trainables.datasets import DataNotFoundError, load_split
 from hpstudy.trainables.inits import INITS
 from hpstudy.trainables.loader import split_indices
 from hpstudy.trainables.optimizers import OPTIMIZERS
-
-
-def without_timing(history):
-    return [{k: v for k, v in h.items() if k not in TIMING_FIELDS} for h in history]
+from tests.trainables.helpers import Crash, CrashAfter, without_timing
 
 
 def config(data_dir, **kw) -> TrainConfig:
@@ -20,24 +17,6 @@ def config(data_dir, **kw) -> TrainConfig:
     if kw.get("model", "mlp") != "mlp":
         del base["model_args"]
     return TrainConfig.from_dict({**base, **kw})
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAfter:
-    """A reporter that dies after epoch k, as a killed worker would."""
-
-    def __init__(self, epoch):
-        self.epoch = epoch
-
-    def report(self, metrics, checkpoint_dir):
-        if metrics["epoch"] == self.epoch:
-            raise Crash()
-
-    def finish(self, result):
-        pass
 
 
 # Dropout (RNG), per-batch augmentation, a per-epoch and a per-step scheduler: what resume must restore.
