@@ -151,6 +151,7 @@ def _choice(field_name: str, value: str, registry) -> None:
 
 
 _TUPLE_FIELDS = {"augment", "betas", "milestones"}
+_BOOL_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("bool", bool)}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -163,6 +164,8 @@ def _coerce(key: str, value: Any) -> Any:
         if key == "betas":
             return tuple(float(v) for v in value)
         return tuple(value)
+    if key in _BOOL_FIELDS and not isinstance(value, bool):  # "false" from a JSON file would be truthy
+        raise ConfigError(key, f"must be true or false (got {value!r})")
     if key == "model_args":
         if not isinstance(value, dict):
             raise ConfigError(key, f"must be a mapping (got {value!r})")

@@ -36,6 +36,8 @@ def test_round_trip_through_plain_dict():
     ({"gamma": 1.5, "scheduler": "exponential"}, "gamma", "(0, 1]"),
     ({"cyclic_mode": "sawtooth", "scheduler": "cyclic"}, "cyclic_mode", "triangular2"),
     ({"device": "tpu"}, "device", "cuda"),
+    ({"cuda_graphs": "false"}, "cuda_graphs", "true or false"),
+    ({"bf16": 1}, "bf16", "true or false"),
     ({"model": "lenet5", "model_args": {"depth": 3}}, "model_args", "depth"),
 ])
 def test_bad_values_name_their_field(values, field, words):
