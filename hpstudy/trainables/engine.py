@@ -107,20 +107,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
                 else nullcontext())
-    # On a GPU the training images are normalized once, not per batch (fewer kernel launches per step;
-    # the same values). Not with augmentation, which works on unnormalized batches, nor when the float
-    # copy would be large.
-    prenormalized = (device.type == "cuda" and not cfg.augment
-                     and train_split.images.numel() * 4 <= PRENORMALIZE_MAX_BYTES)
-    if prenormalized:
-        train_split = loader.Split(normalize(train_split.images), train_split.labels)
-    # Full batches replay CUDA graphs; the short last batch of an epoch runs eagerly. Not with bf16:
-    # capturing under autocast needs its cache off, which this does not manage.
-    if device.type == "cuda" and cfg.cuda_graphs and not cfg.bf16 and len(train_split) >= cfg.batch_size:
-        first = train_split.images[:cfg.batch_size]
-        graphed = capture_training_graphs(model, first if prenormalized else normalize(first))
-    else:
-        graphed = False
+    train_split, prenormalized, graphed = (_prepare_gpu_training(cfg, model, train_split, normalize)
+                                           if device.type == "cuda" else (train_split, False, False))
     status, reason = "completed", None
     for epoch in range(start_epoch, cfg.epochs):
         generator = loader.epoch_generator(cfg.seed, epoch)
@@ -180,6 +168,24 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
     }
     reporter.finish(result)
     return result
+
+
+def _prepare_gpu_training(cfg: TrainConfig, model: torch.nn.Module, train_split: loader.Split,
+                          normalize: loader.Normalizer) -> tuple[loader.Split, bool, bool]:
+    """Fewer kernel launches per step on a GPU (small models there are bound by them). Returns the
+    training split, whether its images are already normalized, and whether full batches replay CUDA
+    graphs (the short last batch of an epoch runs eagerly)."""
+    # Normalized once, not per batch: the same values. Not with augmentation, which works on
+    # unnormalized batches, nor when the float copy would be large.
+    prenormalized = not cfg.augment and train_split.images.numel() * 4 <= PRENORMALIZE_MAX_BYTES
+    if prenormalized:
+        train_split = loader.Split(normalize(train_split.images), train_split.labels)
+    # Not with bf16: capturing under autocast needs its cache off, which this does not manage.
+    graphed = False
+    if cfg.cuda_graphs and not cfg.bf16 and len(train_split) >= cfg.batch_size:
+        first = train_split.images[:cfg.batch_size]
+        graphed = capture_training_graphs(model, first if prenormalized else normalize(first))
+    return train_split, prenormalized, graphed
 
 
 @torch.no_grad()
