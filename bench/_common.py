@@ -44,12 +44,27 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
+class StepRecorder:
+    """A Reporter that keeps every report's val_acc by its step (the pruner's view of a run)."""
+
+    def __init__(self) -> None:
+        self.val_acc: list[float] = []
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir) -> None:
+        assert metrics["step"] == len(self.val_acc) + 1  # steps are 1, 2, 3, ... in order
+        self.val_acc.append(metrics["val_acc"])
+
+    def finish(self, result: dict[str, Any]) -> None:
+        pass
+
+
 def build_table(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], threads: int,
                 refresh: bool = False) -> dict[str, Any]:
     """Every grid point trained once (``base`` + point), cached as JSON keyed by the whole setting.
 
     Returns {"base", "grid", "torch", "seconds", "rows": {point_key: row}}; a row holds the point, the
-    engine's status/reason, steps run and planned, steps per epoch, and the per-epoch val_acc.
+    engine's status/reason, steps run and planned, steps per epoch, the per-epoch val_acc, and every
+    report's val_acc by its step ("checks": the same as val_acc unless base sets checks_per_epoch).
     """
     # Threads are part of the key: the summation order, hence the last bits of every step, depends on them.
     setting = {"base": dict(base), "grid": {k: list(v) for k, v in grid.items()}, "threads": threads,
@@ -64,12 +79,14 @@ def build_table(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]], thre
     started = time.perf_counter()
     for point in grid_points(grid):
         cfg = TrainConfig.from_dict({**base, **point, "threads": threads, "data_dir": data_dir(), "device": "cpu"})
-        result = train(cfg)
+        recorder = StepRecorder()
+        result = train(cfg, recorder)
         rows[point_key(point)] = {
             "params": point, "status": result["status"], "reason": result["reason"],
             "steps": result["steps"], "steps_planned": result["steps_planned"],
             "steps_per_epoch": result["steps_planned"] // cfg.epochs,
             "val_acc": [h["val_acc"] for h in result["history"]],
+            "checks": recorder.val_acc,
         }
     table = {**setting, "seconds": time.perf_counter() - started, "rows": rows}
     tmp = path.with_suffix(f".tmp{os.getpid()}")

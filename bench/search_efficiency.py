@@ -56,10 +56,13 @@ def ordered_grid(grid: dict[str, list], seed: int | None) -> dict[str, list]:
 
 
 def replay(rows: dict[str, Any], grid, sampler: str, pruner: str, seed: int, epochs: int,
-           target: float, full: float, cap: float, make: tuple[Callable, Callable] | None = None) -> dict[str, Any]:
+           target: float, full: float, cap: float, make: tuple[Callable, Callable] | None = None,
+           checks: int = 1) -> dict[str, Any]:
     """One study run on the table until `cap` epochs are spent; returns its best-so-far curve.
-    `make`: (sampler factory (grid, seed), pruner factory (epochs)) in place of hpstudy's, for --explore."""
-    build_sampler, build_pruner = make or (lambda g, s: make_sampler(sampler, g, s), lambda e: make_pruner(pruner, e))
+    `make`: (sampler factory (grid, seed), pruner factory (epochs)) in place of hpstudy's, for --explore.
+    `checks`: reports per epoch (the table's checks_per_epoch); each costs 1/checks of an epoch."""
+    build_sampler, build_pruner = make or (lambda g, s: make_sampler(sampler, g, s),
+                                           lambda e: make_pruner(pruner, e, checks))
     # Named: HyperbandPruner assigns brackets by a hash of the study name and trial number.
     study = optuna.create_study(study_name=f"{sampler}-{pruner}-{seed}", direction="maximize",
                                 sampler=build_sampler(grid, seed), pruner=build_pruner(epochs))
@@ -77,17 +80,18 @@ def replay(rows: dict[str, Any], grid, sampler: str, pruner: str, seed: int, epo
         seen.add(key)
         trials += 1
         history = row["val_acc"]
+        reports = history if checks == 1 else row["checks"]
         state = None
-        for epoch, value in enumerate(history, start=1):
-            spent += 1
-            trial.report(value, epoch)
-            if epoch < epochs and trial.should_prune():  # hpstudy never prunes at the last epoch
+        for step, value in enumerate(reports, start=1):
+            spent += 1 / checks
+            trial.report(value, step)
+            if step < epochs * checks and trial.should_prune():  # hpstudy never prunes at the last epoch
                 state = TrialState.PRUNED
                 break
-        if state is not None and reached is None and max(history) >= target:
+        if state is not None and reached is None and history and max(history) >= target:
             lost += 1
         if state is None and row["status"] != "completed":
-            spent += epochs_run(row) - len(history)  # stopped by the engine inside an epoch
+            spent += epochs_run(row) - len(reports) / checks  # stopped by the engine inside an epoch
             state = TrialState.PRUNED
         if state is None:
             study.tell(trial, max(history))
@@ -166,8 +170,10 @@ def explore(rows, grid, epochs: int, best: float, full: float, args) -> None:
             make = (sampler_factory(s_spec), pruner_factory(p_spec))
             # The study name as the official run's for hp: specs (Hyperband's brackets hash it).
             names = (s_spec.removeprefix("hp:"), p_spec.removeprefix("hp:"))
+            if s_spec.startswith("hp:") and p_spec.startswith("hp:"):
+                make = None  # hpstudy's own, with the table's checks per epoch
             runs = [replay(rows, ordered_grid(grid, None if args.listed else seed), *names, seed, epochs,
-                           target, full, 2 * full, make) for seed in seeds]
+                           target, full, 2 * full, make, args.checks) for seed in seeds]
             reached = [r["reached"] if r["reached"] is not None else math.inf for r in runs]
             q1, med, q3 = statistics.quantiles(reached, n=4)
             med = statistics.median(reached)
@@ -234,6 +240,8 @@ def main() -> None:
     parser.add_argument("--val-size", type=int, default=None, help="default: the study's (all 1,000)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "search_efficiency.png"))
     parser.add_argument("--refresh", action="store_true", help="retrain the table even if cached")
+    parser.add_argument("--checks", type=int, default=1,
+                        help="checks_per_epoch of the trials (the pruner is asked at each); default 1")
     parser.add_argument("--explore", action="store_true",
                         help="instead of the official figure: replay every --explore-samplers x --explore-pruners pair")
     parser.add_argument("--explore-samplers", nargs="+", default=["hp:tpe", "hp:random", "hp:qmc"],
@@ -257,6 +265,8 @@ def main() -> None:
         base["train_size"] = args.train_size
     if args.val_size:
         base["val_size"] = args.val_size
+    if args.checks > 1:
+        base["checks_per_epoch"] = args.checks
     epochs = int(base["epochs"])
     tpe = STUDIES[TPE_STUDY]
 
@@ -313,7 +323,7 @@ def main() -> None:
         listed = pruner.endswith("listed order")
         results[(sampler, pruner)] = [
             replay(rows, ordered_grid(grid, None if listed else seed), sampler, pruner.split(",")[0], seed,
-                   epochs, target, full, cap) for seed in range(args.seeds)]
+                   epochs, target, full, cap, checks=args.checks) for seed in range(args.seeds)]
     plot(results, pruners, full, target, best, Path(args.out), args.seeds)
 
     print()

@@ -165,10 +165,10 @@ def _arm() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hpstudy.studies.report import best_trial_summary, results_table
-    from hpstudy.studies.runner import RunSettings, StudyInterrupted, plan_run, run_study
+    from hpstudy.studies.runner import OVERRIDABLE, RunSettings, StudyInterrupted, plan_run, run_study
     from hpstudy.studies.storage import shown
 
-    overrides = {k: getattr(args, k) for k in ("train_size", "val_size", "test_size") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in OVERRIDABLE if getattr(args, k) is not None}
     settings = RunSettings(
         definition=args.definition, study_name=args.study_name, storage=args.storage, sampler=args.sampler,
         pruner=args.pruner, n_trials=args.n_trials, epochs=args.epochs, seeds=args.seeds, seed=args.seed,
@@ -281,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train-size", type=int, help="train on a subset (e.g. 800) to run on a laptop")
     run.add_argument("--val-size", type=int)
     run.add_argument("--test-size", type=int)
+    run.add_argument("--checks-per-epoch", type=int,
+                     help="reports per epoch (default: 1); more let the pruner stop a hopeless trial inside "
+                          "an epoch: 10 stops one at a tenth of an epoch, each check scoring 512 validation images")
     run.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
     run.add_argument("--cpus-per-trial", type=float, default=1.0, help="also the torch threads (default: 1)")
     run.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on a GPU")

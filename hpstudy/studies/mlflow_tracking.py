@@ -94,7 +94,8 @@ class MlflowTrialLogger(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         run_id = self.runs.get(trial.trial_id)
-        if run_id is None or result.get("final") or "epoch" not in result:
+        # Checks inside an epoch go to Optuna only (its dashboard plots them); MLflow charts epochs.
+        if run_id is None or result.get("final") or result.get("partial") or "epoch" not in result:
             return
         now = int(time.time() * 1000)
         step = int(result["epoch"])

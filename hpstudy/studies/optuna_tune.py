@@ -5,8 +5,9 @@ itself. Here the study lives in the user's storage and keeps its sampler and pru
 
 - ``OptunaSearcher`` (a Tune Searcher) asks the study for each new trial (enqueued trials first, then
   the sampler: grid, TPE, random, QMC), and tells it the outcome;
-- ``OptunaPruningScheduler`` (a Tune TrialScheduler) reports each epoch's value to the Optuna trial
-  and asks the study's pruner; "prune" stops the Ray trial at once, freeing its worker.
+- ``OptunaPruningScheduler`` (a Tune TrialScheduler) reports each epoch's value (and each check's
+  inside an epoch) to the Optuna trial and asks the study's pruner; "prune" stops the Ray trial at
+  once, freeing its worker.
 Both share one ``StudyBridge`` holding the Ray-trial-id -> Optuna-trial map. Everything runs in the
 driver process. Several drivers may share a study (PostgreSQL or journal storage): each creates its
 trials under the study lock and tags them with its lease (see drivers.py), so counts and grid points
@@ -163,7 +164,8 @@ class OptunaSearcher(Searcher):
 
 
 class OptunaPruningScheduler(FIFOScheduler):
-    """Reports every epoch to Optuna and applies the study's pruner at the epoch boundary."""
+    """Reports every epoch (and every check inside one, with checks_per_epoch > 1) to Optuna and applies
+    the study's pruner there."""
 
     def __init__(self, bridge: StudyBridge):
         super().__init__()
@@ -175,14 +177,18 @@ class OptunaPruningScheduler(FIFOScheduler):
         if optuna_trial is None or result.get("final") or METRIC not in result:
             return TrialScheduler.CONTINUE
         epoch = int(result["epoch"])
+        checks = int(bridge.base.get("checks_per_epoch", 1))
+        step = int(result.get("step", epoch * checks))  # epoch x checks_per_epoch at an epoch's end
         value = float(result[METRIC])
-        # Keyed by epoch: a trial retried from its checkpoint may report an epoch again (Optuna
-        # itself keeps the first report of a step and ignores the repeat).
-        bridge.histories[trial.trial_id][epoch] = {k: result[k] for k in _HISTORY_KEYS if k in result}
-        optuna_trial.report(value, step=epoch)
-        if epoch < int(bridge.base["epochs"]) and optuna_trial.should_prune():
+        if not result.get("partial"):
+            # Keyed by epoch: a trial retried from its checkpoint may report an epoch again (Optuna
+            # itself keeps the first report of a step and ignores the repeat).
+            bridge.histories[trial.trial_id][epoch] = {k: result[k] for k in _HISTORY_KEYS if k in result}
+        optuna_trial.report(value, step=step)
+        if step < int(bridge.base["epochs"]) * checks and optuna_trial.should_prune():
             pruner = type(bridge.study.pruner).__name__
-            bridge.prune_reasons[trial.trial_id] = f"pruned by {pruner} at epoch {epoch}: {METRIC} {value:.4f}"
+            where = f"epoch {epoch}" if checks == 1 else f"step {step} ({step / checks:.2f} epochs)"
+            bridge.prune_reasons[trial.trial_id] = f"pruned by {pruner} at {where}: {METRIC} {value:.4f}"
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
 

@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 
 POLL_S = 2.0  # while other drivers finish their trials
 
-# Data-size overrides a laptop run may set (kept with the study).
-OVERRIDABLE = ("train_size", "val_size", "test_size")
+# TrainConfig fields a run may set on top of the definition (kept with the study): data sizes for a
+# laptop, and how often trials report (which fixes what a pruner's step means).
+OVERRIDABLE = ("train_size", "val_size", "test_size", "checks_per_epoch")
 
 
 @dataclass(frozen=True)
@@ -419,7 +420,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
     workdir = Path(settings.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     sampler = make_sampler(plan.sampler, plan.grid, plan.seed)
-    pruner = make_pruner(plan.pruner, plan.epochs)
+    pruner = make_pruner(plan.pruner, plan.epochs, int(plan.base.get("checks_per_epoch", 1)))
     lock = storages.StudyLock(settings.storage, plan.study_name)
     ray_start: RayStart | None = None
     try:

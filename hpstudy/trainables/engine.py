@@ -33,6 +33,10 @@ TIMING_FIELDS = ("epoch_time_s", "images_per_s")
 
 
 PRENORMALIZE_MAX_BYTES = 2 << 30  # a float copy of the training images up to this size, on a GPU
+# Validation images scored at a check inside an epoch (checks_per_epoch > 1): enough to tell a
+# hopeless trial (about +-2 points of noise), few enough to cost a fraction of the training between
+# checks. The split is shuffled, so the first ones are a random sample.
+CHECK_VAL_IMAGES = 512
 
 
 def use_deterministic_cuda() -> None:
@@ -109,14 +113,18 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
                 else nullcontext())
     train_split, prenormalized, graphed = (_prepare_gpu_training(cfg, model, train_split, normalize)
                                            if device.type == "cuda" else (train_split, False, False))
+    checks = cfg.checks_per_epoch
+    check_after = _checks_by_batch(steps_per_epoch, checks)
+    val_sample = loader.Split(val_split.images[:CHECK_VAL_IMAGES], val_split.labels[:CHECK_VAL_IMAGES])
     status, reason = "completed", None
     for epoch in range(start_epoch, cfg.epochs):
         generator = loader.epoch_generator(cfg.seed, epoch)
         lr = optimizer.param_groups[0]["lr"]
         model.train()
         started = time.perf_counter()
-        loss_sum, correct_sum, seen = 0.0, 0, 0
-        for images, labels in loader.train_batches(train_split, cfg.batch_size, generator):
+        loss_sum, correct_sum, seen, checking = 0.0, 0, 0, 0.0
+        batches = loader.train_batches(train_split, cfg.batch_size, generator)
+        for batch, (images, labels) in enumerate(batches, start=1):
             x = images if prenormalized else normalize(images, cfg.augment, generator)
             with autocast:
                 logits = model(x) if not graphed or len(labels) == cfg.batch_size else eager_forward(model, x)
@@ -135,12 +143,28 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
             seen += len(labels)
             reason = monitor.update(loss_value, correct, len(labels))
             if reason:
+                status = reason.split(":")[0]  # "diverged" or "stalled"
+                log.info("%s", reason)
                 break
-        train_time = time.perf_counter() - started
-        if reason:
-            status = reason.split(":")[0]  # "diverged" or "stalled"
-            log.info("%s", reason)
+            for check in check_after.get(batch, ()):
+                # Scoring a sample touches no RNG and no training state: the run trains the same
+                # whatever checks_per_epoch is (tests/trainables/test_engine.py).
+                check_started = time.perf_counter()
+                val_loss, val_acc, _ = evaluate(model, val_sample, normalize, info.num_classes, autocast)
+                model.train()
+                checking += time.perf_counter() - check_started
+                try:
+                    reporter.report({"epoch": epoch + 1, "step": epoch * checks + check, "partial": True,
+                                     "train_loss": loss_sum / seen, "train_acc": correct_sum / seen,
+                                     "val_loss": val_loss, "val_acc": val_acc, "lr": lr}, None)
+                except StopTrial as stop:
+                    status, reason = "pruned", stop.reason
+                    break
+            if status != "completed":
+                break
+        if status != "completed":
             break
+        train_time = time.perf_counter() - started - checking  # images_per_s: training alone
         if not per_step:
             scheduler.step()
         val_loss, val_acc, _ = evaluate(model, val_split, normalize, info.num_classes, autocast)
@@ -153,7 +177,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
         if checkpoint_dir is not None:
             _save(checkpoint_dir, cfg, epoch + 1, model, optimizer, scheduler, history, monitor)
         try:
-            reporter.report(dict(metrics), checkpoint_dir)
+            reporter.report({**metrics, "step": (epoch + 1) * checks}, checkpoint_dir)
         except StopTrial as stop:
             status, reason = "pruned", stop.reason
             break
@@ -168,6 +192,16 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
     }
     reporter.finish(result)
     return result
+
+
+def _checks_by_batch(steps_per_epoch: int, checks: int) -> dict[int, list[int]]:
+    """The checks inside an epoch, keyed by the (1-based) batch after which each is reported: evenly
+    spaced; with more checks than batches, a batch carries several (so step numbers mean the same
+    fraction of an epoch in every trial of a study). The last check is the epoch's end, not in here."""
+    by_batch: dict[int, list[int]] = {}
+    for check in range(1, checks):
+        by_batch.setdefault(max(1, round(check * steps_per_epoch / checks)), []).append(check)
+    return by_batch
 
 
 def _prepare_gpu_training(cfg: TrainConfig, model: torch.nn.Module, train_split: loader.Split,
@@ -234,7 +268,8 @@ def _set_rng(state: dict[str, Any]) -> None:
 
 
 # Settings that may differ between a run and its resumption without changing what it computes.
-_RESUME_MAY_DIFFER = {"epochs", "data_dir", "download", "device", "threads", "keep_checkpoints", "cuda_graphs"}
+_RESUME_MAY_DIFFER = {"epochs", "data_dir", "download", "device", "threads", "keep_checkpoints", "cuda_graphs",
+                      "checks_per_epoch"}
 
 
 def _check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:

@@ -17,7 +17,9 @@ class StopTrial(Exception):
 
 class Reporter(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        """Once per epoch, after that epoch's checkpoint is on disk. May raise StopTrial."""
+        """Once per epoch, after that epoch's checkpoint is on disk; with checks_per_epoch > 1 also inside
+        each epoch, with ``partial`` set, no checkpoint, and val metrics of a validation sample. Every
+        report has ``step``, its number counting all reports (the pruner's step). May raise StopTrial."""
 
     def finish(self, result: dict[str, Any]) -> None:
         """Once at the end, with the final result (status, reason, test metrics, history)."""
@@ -27,6 +29,10 @@ class PrintReporter:
     """One line per epoch on stdout, the way a classic training script prints."""
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        if metrics.get("partial"):
+            print(f"  check {metrics['step']:3d} (epoch {metrics['epoch']})  train_loss {metrics['train_loss']:.4f}  "
+                  f"val_acc {metrics['val_acc']:.4f} (sample)", flush=True)
+            return
         print(f"epoch {metrics['epoch']:3d}  train_loss {metrics['train_loss']:.4f}  "
               f"train_acc {metrics['train_acc']:.4f}  val_loss {metrics['val_loss']:.4f}  "
               f"val_acc {metrics['val_acc']:.4f}  lr {metrics['lr']:.3g}  "

@@ -128,6 +128,30 @@ def test_study_created_with_optuna_cli_and_enqueued_points_with_median_pruning(p
         assert sorted(slow.intermediate_values) == [1]
 
 
+def test_checks_inside_an_epoch_let_the_pruner_stop_a_trial_before_its_first_epoch_ends(place):
+    study = optuna.create_study(study_name="checked", storage=place.storage, direction="maximize")
+    for lr, bs in [(0.1, 64), (0.1, 128), (0.001, 64)]:
+        study.enqueue_trial({"lr": lr, "batch_size": bs})
+    # 1,000 images, batch 64: 16 batches per epoch, a check after every 4th; the median pruner may
+    # prune from the 2nd check on (30% into the first epoch).
+    assert main(place.args("lenet5-sgd-lr-bs", "--study-name", "checked", "--epochs", "2", "--pruner", "median",
+                           "--max-concurrent", "1", "--train-size", "1000", "--n-trials", "3",
+                           "--checks-per-epoch", "4")) == 0
+    study = optuna.load_study(study_name="checked", storage=place.storage)
+    fast, _, slow = study.trials
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert sorted(fast.intermediate_values) == list(range(1, 9))  # 2 epochs x 4 checks
+    assert fast.value == max(fast.user_attrs["history"][e]["val_acc"] for e in range(2))  # epochs, not samples
+    assert slow.user_attrs["reason"].startswith("pruned by MedianPruner at step 2 (0.50 epochs)")
+    assert sorted(slow.intermediate_values) == [1, 2] and slow.user_attrs["history"] == []
+    assert study.user_attrs["hpstudy"]["settings"]["overrides"]["checks_per_epoch"] == 4
+    client = MlflowClient(place.mlflow)  # MLflow charts epochs only
+    assert [m.step for m in client.get_metric_history(fast.user_attrs["mlflow_run_id"], "val_acc")] == [1, 2]
+    # The study keeps its checks (they fix what a step means): another value is refused.
+    assert main(place.args("--study-name", "checked", "--train-size", "1000", "--checks-per-epoch", "2")) == 2
+    assert len(optuna.load_study(study_name="checked", storage=place.storage).trials) == 3
+
+
 def test_diverging_trial_is_pruned_inside_its_first_epoch_with_its_reason(place, monkeypatch):
     monkeypatch.setitem(STUDIES, "tiny-diverge", StudyDefinition(
         name="tiny-diverge", description="adam vs sgd at lr 0.1 on an MLP", space="optimizers",
@@ -147,6 +171,7 @@ BAD_RUNS = {
     "no definition": ([], "definition: name a study definition"),
     "unknown sampler": (["lenet5-sgd-lr-bs", "--sampler", "cmaes"], "sampler: unknown sampler 'cmaes'"),
     "unknown pruner": (["lenet5-sgd-lr-bs", "--pruner", "asha"], "pruner: unknown pruner 'asha'"),
+    "no checks": (["lenet5-sgd-lr-bs", "--checks-per-epoch", "0"], "checks_per_epoch: must be a whole number >= 1"),
     "grid on a define-by-run space": (["lenet5-tpe", "--sampler", "grid"], "sampler: grid needs a search space with a grid"),
     "bad seeds": (["lenet5-sgd-lr-bs", "--seeds", "0,x"], "argument --seeds: expected comma-separated integers"),
     "zero trials": (["lenet5-tpe", "--n-trials", "0"], "n_trials: must be >= 1"),

@@ -38,6 +38,8 @@ def test_round_trip_through_plain_dict():
     ({"device": "tpu"}, "device", "cuda"),
     ({"cuda_graphs": "false"}, "cuda_graphs", "true or false"),
     ({"bf16": 1}, "bf16", "true or false"),
+    ({"checks_per_epoch": 0}, "checks_per_epoch", ">= 1"),
+    ({"checks_per_epoch": 2.5}, "checks_per_epoch", ">= 1"),
     ({"model": "lenet5", "model_args": {"depth": 3}}, "model_args", "depth"),
 ])
 def test_bad_values_name_their_field(values, field, words):

@@ -95,6 +95,51 @@ def test_reporter_can_stop_the_run(data_dir):
     assert len(result["history"]) == 1 and reporter.result is result
 
 
+class Recorder:
+    def __init__(self, stop_at_step=None):
+        self.reports, self.stop_at_step = [], stop_at_step
+
+    def report(self, metrics, checkpoint_dir):
+        self.reports.append((dict(metrics), checkpoint_dir))
+        if metrics["step"] == self.stop_at_step:
+            raise StopTrial(f"pruned at step {self.stop_at_step}")
+
+    def finish(self, result):
+        pass
+
+
+def test_checks_inside_an_epoch_are_reported_and_change_nothing_else(data_dir, tmp_path):
+    # Dropout and augmentation draw from the RNG: scoring the validation sample must not.
+    cfg = config(data_dir, model="cnn_bn_dropout", augment="crop,erase", optimizer="momentum", lr=0.02, epochs=2)
+    plain, checked = Recorder(), Recorder()
+    a = train(cfg, plain)
+    b = train(cfg.replace(checks_per_epoch=3), checked, checkpoint_dir=tmp_path)
+    assert without_timing(a["history"]) == without_timing(b["history"]) and a["test"] == b["test"]
+    assert [m["step"] for m, _ in plain.reports] == [1, 2]
+    assert [m["step"] for m, _ in checked.reports] == [1, 2, 3, 4, 5, 6]
+    assert [bool(m.get("partial")) for m, _ in checked.reports] == [True, True, False] * 2
+    # Only an epoch's end carries a checkpoint, and only those are the history.
+    assert [d is not None for _, d in checked.reports] == [False, False, True] * 2
+    assert [m["epoch"] for m, _ in checked.reports] == [1, 1, 1, 2, 2, 2]
+    partial = checked.reports[0][0]
+    assert 0 <= partial["val_acc"] <= 1 and partial["train_loss"] > 0 and "epoch_time_s" not in partial
+
+
+def test_a_check_inside_the_first_epoch_can_stop_the_run(data_dir, tmp_path):
+    cfg = config(data_dir, epochs=3, checks_per_epoch=4)  # 8 batches per epoch: checks after 2, 4, 6
+    result = train(cfg, Recorder(stop_at_step=2), checkpoint_dir=tmp_path)
+    assert result["status"] == "pruned" and result["reason"] == "pruned at step 2"
+    assert result["history"] == [] and result["steps"] == 4 and result["steps_planned"] == 24
+    assert checkpoints.list_checkpoints(tmp_path) == []  # no epoch ended: nothing to resume from
+
+
+def test_more_checks_than_batches_keep_step_numbers(data_dir):
+    # 2 batches per epoch, 5 reports each: steps still mean fifths of an epoch in every trial.
+    reporter = Recorder()
+    train(config(data_dir, train_size=64, epochs=2, checks_per_epoch=5), reporter)
+    assert [m["step"] for m, _ in reporter.reports] == list(range(1, 11))
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_trains(data_dir, name):
     lr = {"adadelta": 1.0, "adagrad": 0.05}.get(name, 0.01 if "adam" in name or name == "rmsprop" else 0.05)
