@@ -10,6 +10,7 @@ import optuna
 from hpstudy.trainables.config import ConfigError
 
 GRID_POINT = "hpstudy:grid_point"  # a trial's system attr: its grid point's parameters
+FIRST_CHECK_EPOCHS = 0.3  # with checks inside an epoch, the median/percentile pruners act from here on
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
@@ -81,7 +82,7 @@ def make_pruner(name: str, epochs: int, checks_per_epoch: int = 1) -> optuna.pru
     # target after the grid's epochs; from 30% on, none, and the target came sooner than with epoch
     # checks (TPE/random/QMC 21.0/19.3/17.7% of the grid's epochs vs 22.7/21.8/19.0%; seeds 50-99,
     # not used to choose it: 21.3/21.9/19.2% vs 23.8/24.5/22.9%).
-    warmup = max(1, math.ceil(0.3 * checks_per_epoch)) if checks_per_epoch > 1 else 1
+    warmup = max(1, math.ceil(FIRST_CHECK_EPOCHS * checks_per_epoch))
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "median":
