@@ -14,9 +14,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-import torchvision.models as tvm
 from torch import nn
-from torchvision.models import vgg as tv_vgg
 
 from hpstudy.trainables.config import ConfigError, TrainConfig
 from hpstudy.trainables.datasets import DatasetInfo
@@ -28,13 +26,21 @@ _SMALL = 64  # below this many pixels the ImageNet stems/heads waste or lose the
 # ---------------------------------------------------------------- helpers
 
 
+def _tv():
+    """torchvision.models, imported on first use: importing torchvision takes about 2.7 s on two cores,
+    which the driver and every Ray worker would pay for models that need none of it (LeNet-5, the MLPs)."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 def _load_pretrained(name: str) -> nn.Module:
     """The torchvision model with its ImageNet weights; the one place weights are fetched."""
-    weights = tvm.get_model_weights(name).DEFAULT
+    weights = _tv().get_model_weights(name).DEFAULT
     filename = os.path.basename(weights.url)
     cached = os.path.join(torch.hub.get_dir(), "checkpoints", filename)
     try:
-        return tvm.get_model(name, weights=weights)
+        return _tv().get_model(name, weights=weights)
     except Exception as exc:  # offline (URLError/socket errors), truncated file, hash mismatch
         raise ConfigError(
             "pretrained",
@@ -152,7 +158,7 @@ def _alexnet(in_channels: int, num_classes: int, image_size: tuple[int, int], pr
             model = _load_pretrained("alexnet")
             _new_last_linear(model.classifier, num_classes)
         else:
-            model = tvm.alexnet(num_classes=num_classes)
+            model = _tv().alexnet(num_classes=num_classes)
         if in_channels != 3:
             model.features[0] = _conv_like(model.features[0], in_channels)
         if hidden != 4096:
@@ -183,14 +189,14 @@ def _vgg(name: str) -> Callable[..., nn.Module]:
                 model = _load_pretrained(tv_name)
                 _new_last_linear(model.classifier, num_classes)
             else:
-                model = tvm.get_model(tv_name, num_classes=num_classes)
+                model = _tv().get_model(tv_name, num_classes=num_classes)
         else:
             # Small inputs: flatten the real 512 x H/32 x W/32 map into a 512-wide head instead of
             # torchvision's 7x7 adaptive pool + 4096-wide head (100M+ parameters for a 1x1 map).
             if pretrained:  # 3x3 convs do not care about input size: the features transfer
                 features = _load_pretrained(tv_name).features
             else:
-                features = tv_vgg.make_layers(tv_vgg.cfgs[_VGG_CFGS[name]], batch_norm)
+                features = _tv().vgg.make_layers(_tv().vgg.cfgs[_VGG_CFGS[name]], batch_norm)
             classifier = nn.Sequential(
                 nn.Linear(512 * (h // 32) * (w // 32), 512), nn.ReLU(True), nn.Dropout(0.5),
                 nn.Linear(512, 512), nn.ReLU(True), nn.Dropout(0.5),
@@ -228,7 +234,7 @@ def _resnet(name: str) -> Callable[..., nn.Module]:
             if model.fc.out_features != num_classes:
                 model.fc = nn.Linear(model.fc.in_features, num_classes)
         else:
-            model = tvm.get_model(name, num_classes=num_classes)
+            model = _tv().get_model(name, num_classes=num_classes)
         if small_stem is None:
             small_stem = min(image_size) < _SMALL
         if small_stem:  # CIFAR-style stem: keep full resolution into layer1

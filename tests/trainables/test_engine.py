@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -201,6 +205,34 @@ def test_mnist_small_is_the_real_bundled_mnist(data_dir):
     assert labels.bincount().tolist() == [500] * 10
     test_images, _ = load_split("mnist-small", False, data_dir)
     assert test_images.shape == (10000, 1, 28, 28)
+
+
+def test_staged_mnist_is_read_exactly_as_torchvision_reads_it(data_dir, tmp_path):
+    from torchvision.datasets import MNIST
+
+    for train in (True, False):
+        images, labels = load_split("mnist-small", train, data_dir)
+        reference = MNIST(str(Path(data_dir) / "mnist-small"), train=train, download=False)
+        assert torch.equal(images, reference.data.unsqueeze(1)) and torch.equal(labels, reference.targets)
+    # A damaged staged file: one line naming it (torchvision's reader would fail deep inside instead).
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    source = Path(data_dir) / "mnist-small" / "MNIST" / "raw"
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes((source / name).read_bytes()[:-7 if "images" in name else None])
+    with pytest.raises(DataNotFoundError, match="t10k-images-idx3-ubyte: not an IDX file .* or truncated"):
+        load_split("mnist", False, str(tmp_path), download=False)
+
+
+def test_a_lenet5_run_and_the_driver_do_not_import_torchvision(data_dir):
+    # Importing torchvision costs the driver and every fresh Ray worker about 2.7 s: only runs with a
+    # torchvision model, a download or an image folder pay it.
+    code = ("import sys; from hpstudy.studies import runner; from hpstudy.trainables import TrainConfig, train; "
+            f"train(TrainConfig.from_dict({{'model': 'lenet5', 'epochs': 1, 'train_size': 256, 'val_size': 64, "
+            f"'test_size': 64, 'threads': 1, 'data_dir': {data_dir!r}}})); "
+            "assert 'torchvision' not in sys.modules, 'torchvision imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_adam_lr_0_1_on_relu_models_stops_inside_first_epoch(data_dir):
