@@ -225,8 +225,8 @@ def test_staged_mnist_is_read_exactly_as_torchvision_reads_it(data_dir, tmp_path
 
 
 def test_a_lenet5_run_and_the_driver_do_not_import_torchvision(data_dir):
-    # Importing torchvision costs the driver and every fresh Ray worker about 2.7 s: only runs with a
-    # torchvision model, a download or an image folder pay it.
+    # Importing torchvision costs the study driver's start about 2.3 s: only runs with a torchvision
+    # model, a download or an image folder pay it.
     code = ("import sys; from hpstudy.studies import runner; from hpstudy.trainables import TrainConfig, train; "
             f"train(TrainConfig.from_dict({{'model': 'lenet5', 'epochs': 1, 'train_size': 256, 'val_size': 64, "
             f"'test_size': 64, 'threads': 1, 'data_dir': {data_dir!r}}})); "
