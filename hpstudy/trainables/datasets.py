@@ -1,6 +1,7 @@
 """Datasets by name, decoded once into uint8 tensors.
 
-Each dataset is read through torchvision (`datasets.MNIST`, `CIFAR10`, `ImageFolder`, ...) and then
+Each dataset is read through torchvision (`datasets.MNIST`, `CIFAR10`, `ImageFolder`, ...), except
+MNIST-format files already staged, which are read here without importing torchvision, and then
 held as one ``uint8`` tensor ``(N, C, H, W)`` plus ``int64`` labels, memoised per process, so the
 training loop never touches PIL or per-sample Python and a reused Ray actor never decodes twice.
 """
