@@ -212,6 +212,7 @@ def _imagefolder_root(data_dir: str | None) -> Path:
 
 def _imagefolder(root: Path, train: bool, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode and resize an ImageFolder tree once; cached as a .pt file next to the data."""
+    from torchvision import datasets as tv_datasets
     from torchvision.transforms import v2
 
     split = "train" if train else ("val" if (root / "val").is_dir() else "test")

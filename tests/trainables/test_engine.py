@@ -210,9 +210,9 @@ def test_mnist_small_is_the_real_bundled_mnist(data_dir):
 def test_staged_mnist_is_read_exactly_as_torchvision_reads_it(data_dir, tmp_path):
     from torchvision.datasets import MNIST
 
-    for train in (True, False):
-        images, labels = load_split("mnist-small", train, data_dir)
-        reference = MNIST(str(Path(data_dir) / "mnist-small"), train=train, download=False)
+    for is_train in (True, False):
+        images, labels = load_split("mnist-small", is_train, data_dir)
+        reference = MNIST(str(Path(data_dir) / "mnist-small"), train=is_train, download=False)
         assert torch.equal(images, reference.data.unsqueeze(1)) and torch.equal(labels, reference.targets)
     # A damaged staged file: one line naming it (torchvision's reader would fail deep inside instead).
     raw = tmp_path / "MNIST" / "raw"
