@@ -130,14 +130,15 @@ def sampler_factory(spec: str) -> Callable:
     return lambda grid, seed: cls(seed=seed, **kwargs)
 
 
-def pruner_factory(spec: str) -> Callable:
+def pruner_factory(spec: str, checks: int = 1) -> Callable:
     """--explore pruner: 'hp:NAME' (hpstudy's make_pruner) or none / median / percentile / sha / hyperband /
     patient (PatientPruner around a MedianPruner: patience=..., the rest go to the MedianPruner) with Optuna
-    keyword arguments; min_resource defaults to 1 and Hyperband's max_resource to the epochs."""
+    keyword arguments. Steps count checks (epochs with checks=1): min_resource defaults to one epoch and
+    Hyperband's max_resource to all of them, as in make_pruner."""
     name, kwargs = _kwargs(spec)
     P = optuna.pruners  # noqa: N806
     if name == "hp":
-        return lambda epochs: make_pruner(spec.split(":", 1)[1], epochs)
+        return lambda epochs: make_pruner(spec.split(":", 1)[1], epochs, checks)
     if name == "none":
         return lambda epochs: P.NopPruner()
     if name == "median":
@@ -145,9 +146,9 @@ def pruner_factory(spec: str) -> Callable:
     if name == "percentile":
         return lambda epochs: P.PercentilePruner(**kwargs)
     if name == "sha":
-        return lambda epochs: P.SuccessiveHalvingPruner(**{"min_resource": 1, **kwargs})
+        return lambda epochs: P.SuccessiveHalvingPruner(**{"min_resource": checks, **kwargs})
     if name == "hyperband":
-        return lambda epochs: P.HyperbandPruner(**{"min_resource": 1, "max_resource": epochs, **kwargs})
+        return lambda epochs: P.HyperbandPruner(**{"min_resource": checks, "max_resource": epochs * checks, **kwargs})
     if name == "patient":
         patience = kwargs.pop("patience", 1)
         return lambda epochs: P.PatientPruner(P.MedianPruner(**kwargs), patience=patience)
@@ -167,11 +168,9 @@ def explore(rows, grid, epochs: int, best: float, full: float, args) -> None:
     for s_spec in args.explore_samplers:
         for p_spec in args.explore_pruners:
             started = time.perf_counter()
-            make = (sampler_factory(s_spec), pruner_factory(p_spec))
+            make = (sampler_factory(s_spec), pruner_factory(p_spec, args.checks))
             # The study name as the official run's for hp: specs (Hyperband's brackets hash it).
             names = (s_spec.removeprefix("hp:"), p_spec.removeprefix("hp:"))
-            if s_spec.startswith("hp:") and p_spec.startswith("hp:"):
-                make = None  # hpstudy's own, with the table's checks per epoch
             runs = [replay(rows, ordered_grid(grid, None if args.listed else seed), *names, seed, epochs,
                            target, full, 2 * full, make, args.checks) for seed in seeds]
             reached = [r["reached"] if r["reached"] is not None else math.inf for r in runs]
