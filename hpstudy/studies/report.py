@@ -14,15 +14,11 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import matplotlib
+import optuna
+from optuna.trial import FrozenTrial, TrialState
 
-matplotlib.use("Agg")  # headless: drivers and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
-
-from hpstudy.studies.definition import STUDY_ATTR as ATTR, superseded  # noqa: E402
+from hpstudy.pyplot import pyplot
+from hpstudy.studies.definition import STUDY_ATTR as ATTR, superseded
 
 EMPTY = "—"
 LEGEND_CAP = 20
@@ -395,7 +391,7 @@ def _curve_styles(drawn: list[FrozenTrial], direction: str) -> list[tuple[Frozen
     trials best first, so the legend reads best first. Colours without grey, a new dash per 9."""
     sign = -1 if direction == "maximize" else 1
     ranked = sorted(drawn, key=lambda t: (0, sign * t.value, t.number) if _finished(t) else (1, 0, t.number))
-    colours = [c for i, c in enumerate(plt.cm.tab10.colors) if i != 7]  # tab10's grey is the "rest" colour
+    colours = [c for i, c in enumerate(pyplot().cm.tab10.colors) if i != 7]  # tab10's grey is the "rest" colour
     rest = [(t, {"color": "0.75", "linewidth": 0.8, "label": "_nolegend_"}) for t in ranked[LEGEND_CAP:]]
     best = [(t, {"color": colours[i % len(colours)], "linestyle": ("-", "--", ":")[i // len(colours) % 3],
                  "label": f"#{t.number} {_fmt_params(t.params, abbreviate=True)}"})
@@ -407,6 +403,9 @@ def _plot_curves(trials: list[FrozenTrial], meta: dict[str, Any], path: Path) ->
     drawn = [t for t in trials if _history(t)]
     if not drawn:
         return "no trial has a per-epoch history yet"
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
     styled = _curve_styles(drawn, meta["direction"])
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
     fig.subplots_adjust(left=0.06, right=0.74, top=0.91, bottom=0.08, hspace=0.2, wspace=0.2)  # legend: right
@@ -441,6 +440,7 @@ def _plot_confusion(best: FrozenTrial | None, meta: dict[str, Any], path: Path) 
     classes = best.user_attrs.get("classes") or [str(i) for i in range(len(matrix))]
     n = len(matrix)
     size = min(4 + 0.45 * n, 20)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -473,6 +473,7 @@ def _plot_importances(study: optuna.Study, trials: list[FrozenTrial], path: Path
     if not importances:
         return "optuna.importance rated no parameter"
     names_desc = list(importances)[::-1]  # barh draws bottom-up: most important on top
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(names_desc)))
     ax.barh(names_desc, [importances[n] for n in names_desc], color="tab:blue")
     ax.set(xlabel="importance (normalised)", title=f"{study.study_name}: parameter importances")
@@ -498,6 +499,7 @@ def _plot_progress(trials: list[FrozenTrial], meta: dict[str, Any], path: Path) 
             done_y.append(scale * t.value)
         xs.append(spent)
         best_so_far.append(math.nan if best is None else scale * best)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter(done_x, done_y, s=14, color="0.6", label="finished trial")
     ax.step(xs, best_so_far, where="post", color="tab:red", label="best so far")

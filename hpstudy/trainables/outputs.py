@@ -7,11 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: workers and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from hpstudy.pyplot import pyplot
 
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s",
                   "images_per_s")
@@ -26,6 +22,9 @@ def write_history_csv(history: list[dict[str, Any]], path: Path) -> None:
 
 def plot_curves(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """Train/val loss and accuracy against epoch, side by side, in one PNG."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     # Fixed margins: tight_layout costs a third of the time per figure, and every trial draws one.
