@@ -2,13 +2,17 @@
 
 Ray's MLflowLoggerCallback logs one run per Ray trial, but cannot tag it with its Optuna trial number,
 state and prune reason, nor nest it under a study run, so this small callback does that. All logging
-happens in the driver, batched (``log_batch``: one call per epoch, not one per metric).
+happens in the driver, batched (``log_batch``: one call per epoch, not one per metric), and off Tune's
+event loop: a Tune function trainable waits at each report until the driver has handled it, and MLflow's
+calls took about 0.1 s of each trial there (bench/service_overhead.py). One writer thread makes them in
+order; ``MlflowTrialLogger.close()`` waits for them and raises the first error.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,19 +82,27 @@ class MlflowTrialLogger(Callback):
         self.parent_run_id = parent_run_id
         self.bridge = bridge
         self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
+        self._writer: ThreadPoolExecutor | None = None  # started by the first write
+        self._writes: list[Future] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its RunConfig (callbacks included) into the experiment folder; a thread does not.
+        return {**self.__dict__, "_writer": None, "_writes": []}
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         optuna_trial = self.bridge.trials.get(trial.trial_id)
         if optuna_trial is None or trial.trial_id in self.runs:
             return
         number = optuna_trial.number
+        # Created here, not by the writer: the Optuna trial must hold its run id before it is told.
         run = self.client.create_run(self.experiment_id, run_name=f"trial {number}", tags={
             "mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.bridge.study.study_name,
             "optuna.trial_number": str(number), "ray.trial_id": trial.trial_id})
         self.runs[trial.trial_id] = run.info.run_id
-        params = {k: v for k, v in trial.config.items() if k != "resume_from"}
-        self.client.log_batch(run.info.run_id, params=[Param(k, _text(v)) for k, v in sorted(params.items())])
         optuna_trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        params = {k: v for k, v in trial.config.items() if k != "resume_from"}
+        self._write(self.client.log_batch, run.info.run_id,
+                    params=[Param(k, _text(v)) for k, v in sorted(params.items())])
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         run_id = self.runs.get(trial.trial_id)
@@ -100,13 +112,28 @@ class MlflowTrialLogger(Callback):
         now = int(time.time() * 1000)
         step = int(result["epoch"])
         metrics = [Metric(k, float(result[k]), now, step) for k in _EPOCH_METRICS if k in result]
-        self.client.log_batch(run_id, metrics=metrics)
+        self._write(self.client.log_batch, run_id, metrics=metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, "FAILED")
+
+    def close(self) -> None:
+        """Wait for every write; raise the first one's error, if any."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        for write in self._writes:
+            write.result()
+        self._writes.clear()
+
+    def _write(self, call, *args, **kwargs) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpstudy-mlflow")
+        self._writes = [w for w in self._writes if not w.done() or w.exception() is not None]
+        self._writes.append(self._writer.submit(call, *args, **kwargs))
 
     def _finish(self, trial, mlflow_status: str) -> None:
         run_id = self.runs.pop(trial.trial_id, None)
@@ -115,12 +142,16 @@ class MlflowTrialLogger(Callback):
         # The searcher has told Optuna by now (Tune calls the searcher before callbacks).
         number = int(trial.config["optuna_trial_number"])
         frozen = self.bridge.study.get_trials(deepcopy=False)[number]
+        outputs = (trial.last_result or {}).get("outputs_dir")
+        self._write(self._log_outcome, run_id, frozen, outputs,
+                    mlflow_status if frozen.state.name != "FAIL" else "FAILED")
+
+    def _log_outcome(self, run_id: str, frozen, outputs: str | None, status: str) -> None:
         metrics, tags = _outcome(frozen)
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        outputs = (trial.last_result or {}).get("outputs_dir")
         if outputs and Path(outputs).is_dir():
             self.client.log_artifacts(run_id, outputs)
-        self.client.set_terminated(run_id, status=mlflow_status if frozen.state.name != "FAIL" else "FAILED")
+        self.client.set_terminated(run_id, status=status)
 
 
 def _outcome(frozen) -> tuple[list[Metric], list[RunTag]]:

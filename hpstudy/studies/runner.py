@@ -461,6 +461,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
         log.info("marked %d MLflow run(s) of the interrupted driver KILLED", closed)
 
     bridge.driver_id = lease.id
+    mlflow_logger = mlflow_tracking.MlflowTrialLogger(client, experiment_id, parent_run_id, bridge)
     status = "FINISHED"
     left: list[int] = []
     try:
@@ -497,8 +498,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
                     storage_path=str(workdir / "ray"),
                     failure_config=tune.FailureConfig(max_failures=2),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                    callbacks=[CheckpointRecorder(bridge), mlflow_tracking.MlflowTrialLogger(
-                        client, experiment_id, parent_run_id, bridge), ProgressPrinter(bridge)],
+                    callbacks=[CheckpointRecorder(bridge), mlflow_logger, ProgressPrinter(bridge)],
                     verbose=0))
             tuner.fit()
             if bridge.running(mine=True):
@@ -507,23 +507,27 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
         status = "KILLED"
         raise
     finally:
-        # Whatever stopped us, none of our trials stays RUNNING: a run continues them from checkpoints.
-        with lock:
-            left = recover_interrupted(study, of_driver=lease.id)
-            if left:
-                status = "KILLED"
-                mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
-                print(f"stopped with {len(left)} trial(s) unfinished; run the same command to continue them", flush=True)
-            lease.stop()
-            if not live_drivers(study):  # the last driver out closes the study's MLflow run
-                try:
-                    best = study.best_value
-                except ValueError:
-                    best = None
-                mlflow_tracking.finish_parent_run(client, parent_run_id, best, status)
-        lock.close()
-        if ray_start is not None:
-            ray_start.stop()
+        try:
+            mlflow_logger.close()  # its queued writes land before the runs are reconciled and closed below
+        finally:
+            # Whatever stopped us, none of our trials stays RUNNING: a run continues them from checkpoints.
+            with lock:
+                left = recover_interrupted(study, of_driver=lease.id)
+                if left:
+                    status = "KILLED"
+                    mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
+                    print(f"stopped with {len(left)} trial(s) unfinished; run the same command to continue them",
+                          flush=True)
+                lease.stop()
+                if not live_drivers(study):  # the last driver out closes the study's MLflow run
+                    try:
+                        best = study.best_value
+                    except ValueError:
+                        best = None
+                    mlflow_tracking.finish_parent_run(client, parent_run_id, best, status)
+            lock.close()
+            if ray_start is not None:
+                ray_start.stop()
     if left:
         raise StudyInterrupted(left)
     return study

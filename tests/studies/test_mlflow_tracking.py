@@ -1,0 +1,73 @@
+"""MlflowTrialLogger's writer thread, with a fake MLflow client (the real store is covered by test_run.py)."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from hpstudy.studies.mlflow_tracking import MlflowTrialLogger
+from hpstudy.studies.optuna_tune import StudyBridge
+
+
+class RecordingClient:
+    """Records each call and the thread it came from; a call named in ``fail`` raises."""
+
+    def __init__(self, fail: str | None = None):
+        self.calls: list[tuple[str, str]] = []
+        self.fail = fail
+
+    def _record(self, name: str, run_id: str) -> None:
+        self.calls.append((name, threading.current_thread().name))
+        if name == self.fail:
+            raise RuntimeError(f"{name} failed for {run_id}")
+
+    def create_run(self, experiment_id, run_name, tags):
+        self._record("create_run", "")
+        return SimpleNamespace(info=SimpleNamespace(run_id="run-0"))
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=()):
+        self._record("log_batch:" + ("params" if params else "tags" if tags else "metrics"), run_id)
+
+    def log_artifacts(self, run_id, path):
+        self._record("log_artifacts", run_id)
+
+    def set_terminated(self, run_id, status):
+        self._record(f"set_terminated:{status}", run_id)
+
+
+def logged_trial(client: RecordingClient) -> MlflowTrialLogger:
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    bridge = StudyBridge(study=study, suggest=lambda t: {}, base={}, target=1)
+    bridge.trials["ray-0"] = trial
+    logger = MlflowTrialLogger(client, "0", "parent", bridge)
+    ray_trial = SimpleNamespace(trial_id="ray-0", config={"lr": 0.1, "optuna_trial_number": 0}, last_result={})
+    logger.on_trial_start(0, [], ray_trial)
+    for epoch in (1, 2):
+        logger.on_trial_result(0, [], ray_trial, {"epoch": epoch, "val_acc": 0.5, "train_loss": 1.0})
+    study.tell(trial, 0.5)
+    logger.on_trial_complete(0, [], ray_trial)
+    return logger
+
+
+def test_writes_run_in_order_on_one_thread_and_close_waits_for_them():
+    client = RecordingClient()
+    logger = logged_trial(client)
+    logger.close()
+    assert [name for name, _ in client.calls] == [
+        "create_run", "log_batch:params", "log_batch:metrics", "log_batch:metrics", "log_batch:tags",
+        "set_terminated:FINISHED"]
+    # The run is created on Tune's thread (the Optuna trial must hold its id before it is told); the rest
+    # is written by the one writer thread.
+    assert client.calls[0][1] == threading.current_thread().name
+    assert {thread for _, thread in client.calls[1:]} == {"hpstudy-mlflow_0"}
+    assert logger.bridge.study.trials[0].user_attrs["mlflow_run_id"] == "run-0"
+
+
+def test_close_raises_a_failed_write():
+    logger = logged_trial(RecordingClient(fail="log_batch:metrics"))
+    with pytest.raises(RuntimeError, match="log_batch:metrics failed for run-0"):
+        logger.close()
