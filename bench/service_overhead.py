@@ -33,7 +33,7 @@ from pathlib import Path
 
 import optuna
 
-from _common import machine
+from _common import grid_points, machine
 from hpstudy.studies.runner import RunSettings, plan_run
 from hpstudy.trainables import TrainConfig, train
 
@@ -58,8 +58,8 @@ def configurations(data_dir: str, threads: int) -> list[dict]:
     """The study's trials as TrainConfig values, taken from the same plan `hpstudy run` makes."""
     plan = plan_run(RunSettings(definition=DEFINITION, storage="sqlite:///:memory:", epochs=EPOCHS, seeds=SEEDS,
                                 overrides=SIZES, cpus_per_trial=threads, data_dir=data_dir))
-    names = list(plan.grid)
-    return [{**plan.base, **dict(zip(names, values))} for values in itertools.product(*plan.grid.values())]
+    suggest = plan.suggest()  # the parameters a trial at each grid point gets, seed included
+    return [{**plan.base, **suggest(optuna.trial.FixedTrial(point))} for point in grid_points(plan.grid)]
 
 
 def per_trial(ends: list[float]) -> float:

@@ -132,7 +132,6 @@ class MlflowTrialLogger(Callback):
     def _write(self, call, *args, **kwargs) -> None:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpstudy-mlflow")
-        self._writes = [w for w in self._writes if not w.done() or w.exception() is not None]
         self._writes.append(self._writer.submit(call, *args, **kwargs))
 
     def _finish(self, trial, mlflow_status: str) -> None:
