@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: a cache folder and the tabular benchmark of a grid.
+"""Helpers shared by the benchmarks: a cache folder, a scratch folder and the tabular benchmark of a grid.
 
 The table trains every point of a grid once with the real engine and keeps each point's per-epoch
 validation accuracy. The engine is deterministic (same config and seed, same history), so replaying a
@@ -7,10 +7,13 @@ point from the table gives exactly what a real trial would report, epoch by epoc
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import itertools
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -30,6 +33,16 @@ def cache_dir() -> Path:
     if not ignore.exists():
         ignore.write_text("# created by bench/_common.py\n*\n")
     return CACHE
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary folder for one benchmark run, removed when the benchmark exits (on an error or
+    Ctrl-C too): its studies' Ray, MLflow and checkpoint files take up to a GB per run.
+    HPSTUDY_BENCH_KEEP=1 keeps it to look into."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("HPSTUDY_BENCH_KEEP") != "1":
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def data_dir() -> str:

@@ -32,7 +32,6 @@ import os
 import statistics
 import struct
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -40,6 +39,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from _common import scratch_dir
 
 REPEAT = 15  # 5,000 x 15 = 75,000 images -> 60,000 train / 15,000 val
 EPOCH_GOAL_S = 0.5
@@ -103,7 +104,7 @@ def packing(data_dir: Path, trials: int) -> dict[int, float]:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Trials of a few seconds checkpoint every epoch; Tune's warning about frequent snapshots is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    root = Path(tempfile.mkdtemp(prefix="hpstudy-gpu-pack-"))
+    root = scratch_dir("hpstudy-gpu-pack-")
     walls = {}
     # address="local": a new Ray instance of our own, never a cluster someone else started here.
     ray.init(address="local", num_cpus=os.cpu_count(), num_gpus=1, include_dashboard=False,
@@ -235,7 +236,7 @@ def main() -> int:
         print("skipped: no CUDA device")
         return 0
     logging.getLogger("hpstudy").setLevel(logging.WARNING)
-    root = Path(tempfile.mkdtemp(prefix="hpstudy-gpu-"))
+    root = scratch_dir("hpstudy-gpu-")
     started = time.perf_counter()
     data_dir = stage_mnist60k(root / "mnist60k")
     print(f"GPU benchmarks: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "

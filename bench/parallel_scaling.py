@@ -26,14 +26,13 @@ import logging
 import multiprocessing
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import data_dir, machine
+from _common import data_dir, machine, scratch_dir
 from hpstudy.studies.runner import RunSettings, plan_run
 
 DEFINITION = "lenet5-optimizer-lr-bs"
@@ -114,7 +113,7 @@ def main() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
-    root = Path(tempfile.mkdtemp(prefix="hpstudy-scaling-"))
+    root = scratch_dir("hpstudy-scaling-")
     plan = plan_run(RunSettings(definition=DEFINITION, storage=f"sqlite:///{root}/unused.db", epochs=6,
                                 overrides={"train_size": 2000, "val_size": 500, "test_size": 1000},
                                 cpus_per_trial=1, data_dir=data_dir()))

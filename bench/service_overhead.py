@@ -27,13 +27,12 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import optuna
 
-from _common import grid_points, machine
+from _common import grid_points, machine, scratch_dir
 from hpstudy.studies.runner import RunSettings, plan_run
 from hpstudy.trainables import TrainConfig, train
 
@@ -104,7 +103,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="loop/study pairs, alternating (default 2)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    root = Path(tempfile.mkdtemp(prefix="hpstudy-overhead-"))
+    root = scratch_dir("hpstudy-overhead-")
     data_dir = str(root / "data")
     configs = configurations(data_dir, args.threads)
     n = len(configs)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
+from _common import scratch_dir
 from hpstudy.trainables import TrainConfig, train
 from hpstudy.trainables.datasets import _stage_mnist_small
 from hpstudy.trainables.loader import split_indices
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    data_dir = tempfile.mkdtemp(prefix="hpstudy-bench-")
+    data_dir = str(scratch_dir("hpstudy-bench-"))
     print(f"torch {torch.__version__}, {args.threads} threads, batch {BATCH}, mnist-small 4,000 training "
           f"images, median of epochs 2..{args.epochs}")
     results = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ class TuneReporter:
     this run continued from (``resumed_from_epoch``, 0 when it started fresh), so a trial that a dead
     node's retry moved elsewhere shows where each part ran and where it picked up."""
 
-    def __init__(self) -> None:
+    def __init__(self, staging: Path | None = None) -> None:
+        self.staging = staging  # where each report's one-file checkpoint folder is made (default: tempdir)
         self.node_id = ray_node_id()
         self.first_epoch: int | None = None  # the first epoch this run trained (after any resume)
 
@@ -48,7 +50,7 @@ class TuneReporter:
             return
         # Hand Ray a directory with only the newest file: Ray copies it to storage and keeps
         # CheckpointConfig.num_to_keep of them, so retention lives in one place.
-        with tempfile.TemporaryDirectory(prefix="hpstudy-ckpt-") as staged:
+        with tempfile.TemporaryDirectory(prefix="hpstudy-ckpt-", dir=self.staging) as staged:
             target = Path(staged) / newest.name
             if _same_fs(newest, staged):
                 os.link(newest, target)  # no copy: Ray copies it into its storage anyway
@@ -100,7 +102,7 @@ def tune_trainable(config: dict[str, Any]) -> None:
 
     values = {k: v for k, v in config.items() if k not in META_KEYS}
     cfg = TrainConfig.from_dict(values)
-    local = Path(tempfile.mkdtemp(prefix="hpstudy-trial-"))
+    local = trial_scratch()
     try:
         resume_from = None
         checkpoint = tune.get_checkpoint()
@@ -109,11 +111,40 @@ def tune_trainable(config: dict[str, Any]) -> None:
                            or Path(checkpoint.to_directory(str(local / "restored"))))
         elif config.get(RESUME_KEY):
             resume_from = _gather_kept(config[RESUME_KEY], local / "restored") or Path(config[RESUME_KEY])
-        train(cfg, TuneReporter(), checkpoint_dir=local / "checkpoints", resume_from=resume_from)
+        train(cfg, TuneReporter(staging=local), checkpoint_dir=local / "checkpoints", resume_from=resume_from)
     finally:
         # Every reported checkpoint is in Tune's storage by now (tune.report copies it before it
         # returns): the local files are spent. Without this every trial leaves them in /tmp.
         shutil.rmtree(local, ignore_errors=True)
+
+
+SCRATCH_PREFIX = "hpstudy-trial-"
+
+
+def trial_scratch() -> Path:
+    """A new local folder for one trial's checkpoint files, named after this host and process.
+
+    A worker that was killed (SIGKILL, the OOM killer, a preempted job) never ran its ``finally``, and
+    its folder would stay in /tmp for good (one checkpoint of up to tens of MB per kill): each new
+    trial first removes the folders of this host's processes that are gone. The host name keeps a
+    /tmp shared by containers (each with its own process ids) from reading another's as dead."""
+    host = socket.gethostname().replace("-", "_")
+    root = Path(tempfile.gettempdir())
+    for old in root.glob(f"{SCRATCH_PREFIX}{host}-*-*"):
+        pid = old.name[len(f"{SCRATCH_PREFIX}{host}-"):].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{host}-{os.getpid()}-"))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
 
 
 def _gather_kept(checkpoint_path: str, into: Path) -> Path | None:

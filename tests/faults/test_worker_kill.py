@@ -11,6 +11,7 @@ function trainable) and sends it SIGKILL while it is inside a later epoch.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,14 @@ def local_ray():
 
 def test_killed_worker_resumes_from_its_checkpoint_with_the_undisturbed_history(monkeypatch, tmp_path, data_dir):
     name = register_one_point_study(monkeypatch)
-    plan, study, killer, rows = run_with_killer(name, tmp_path, data_dir)
+    scratch_at_kill: list[Path] = []  # the trial's local checkpoint folder(s) in /tmp when it was killed
+    plan, study, killer, rows = run_with_killer(
+        name, tmp_path, data_dir,
+        before_kill=lambda _: scratch_at_kill.extend(Path(tempfile.gettempdir()).glob("hpstudy-trial-*")))
     assert killer.killed_pid is not None, killer.problem
+    # The killed worker never cleaned up: the retry removed its folder (a dead process's), then its own.
+    assert scratch_at_kill, "the trial had no local scratch folder when it was killed"
+    assert not [p for p in scratch_at_kill if p.exists()], scratch_at_kill
     registered = int(killer.checkpoint_at_kill.name.split("_")[-1]) + 1  # the epochs it holds
     assert registered < EPOCHS, f"killed too late to test a resume: {killer.checkpoint_at_kill}"
 
