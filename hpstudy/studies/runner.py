@@ -376,6 +376,19 @@ class RayStart:
             self._thread.join()
 
 
+def let_trials_take_prestarted_workers() -> None:
+    """Tune gives each trial actor the runtime env {"PL_DISABLE_FORK": "1"} (a PyTorch Lightning
+    workaround, ray-project/ray#28197; hpstudy has no Lightning). Any runtime env makes Ray start a
+    new worker process for the first trial instead of handing it one of the idle workers the raylet
+    starts with Ray, one per CPU. Without it the first trial reports about 1 s sooner (bench figures
+    in the README). Private to Tune: if it moves, trials still run, on new processes."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:
+        return
+    getattr(class_cache, "DEFAULT_ENV_VARS", {}).pop("PL_DISABLE_FORK", None)
+
+
 class _NotMainThreadWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "not the main thread" not in record.getMessage()
@@ -486,6 +499,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
                     ray_start = RayStart(settings.ray_address or os.environ.get("RAY_ADDRESS") or "local")
                 ray_start.wait()
             rounds += 1
+            let_trials_take_prestarted_workers()
             resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
             tuner = tune.Tuner(
                 tune.with_resources(tune_trainable, resources),

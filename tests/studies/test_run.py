@@ -248,3 +248,20 @@ def test_seeds_with_tpe_repeat_each_sampled_configuration(place, capsys, monkeyp
     assert all(seeds == {0, 1} for seeds in configurations.values()), configurations
     assert " ± " in capsys.readouterr().out
     assert study.user_attrs["hpstudy"]["settings"]["n_trials"] == 2
+
+
+def test_trial_actors_carry_no_runtime_env_so_the_first_trial_takes_a_worker_ray_started_with(monkeypatch):
+    """Any runtime env on Tune's trial actor (Tune's default: PL_DISABLE_FORK for Lightning) makes Ray
+    start a new process for the first trial instead of taking an idle worker started with Ray."""
+    from ray.tune.execution.class_cache import ENV_VARS_TO_PROPAGATE, _ActorClassCache
+
+    from hpstudy.studies.runner import let_trials_take_prestarted_workers
+
+    for name in ENV_VARS_TO_PROPAGATE:  # a driver's AWS keys would go along: none set here
+        monkeypatch.delenv(name, raising=False)
+
+    class Trainable:
+        pass
+
+    let_trials_take_prestarted_workers()
+    assert _ActorClassCache().get(Trainable)._default_options.get("runtime_env") in (None, {}, {"env_vars": {}})
