@@ -38,7 +38,7 @@ POLL_S = 2.0  # while other drivers finish their trials
 
 # TrainConfig fields a run may set on top of the definition (kept with the study): data sizes for a
 # laptop, and how often trials report (which fixes what a pruner's step means).
-OVERRIDABLE = ("train_size", "val_size", "test_size", "checks_per_epoch")
+OVERRIDABLE = ("train_size", "val_size", "test_size", "checks_per_epoch", "checkpoint_every_s")
 
 
 @dataclass(frozen=True)

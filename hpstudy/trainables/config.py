@@ -78,6 +78,10 @@ class TrainConfig:
     diverge_loss_factor: float = 10.0  # stop when one step's loss > factor x the first step's loss
     chance_warmup_steps: int = 50  # after this many steps, stop if the last ones are at chance, loss flat
     keep_checkpoints: int = 2  # newest good checkpoints kept (>= 2 so a damaged one has a fallback)
+    # An epoch's checkpoint is written only once this many seconds have passed since the last one (the
+    # last epoch's always): for epochs much shorter than a write. 0: every epoch. A resume then
+    # repeats at most this much training.
+    checkpoint_every_s: float = 0.0
     # Reports per epoch. Those inside an epoch score the first engine.CHECK_VAL_IMAGES validation images,
     # so that a pruner can stop a hopeless trial before its first epoch ends; the last is the epoch's own.
     checks_per_epoch: int = 1
@@ -138,6 +142,8 @@ class TrainConfig:
         if isinstance(self.checks_per_epoch, bool) or not isinstance(self.checks_per_epoch, int) \
                 or self.checks_per_epoch < 1:
             raise ConfigError("checks_per_epoch", f"must be a whole number >= 1 (got {self.checks_per_epoch!r})")
+        if not self.checkpoint_every_s >= 0:
+            raise ConfigError("checkpoint_every_s", f"must be >= 0 (got {self.checkpoint_every_s})")
         if self.keep_checkpoints < 2:
             raise ConfigError("keep_checkpoints", f"must be >= 2 (got {self.keep_checkpoints})")
         if self.diverge_loss_factor < 0 or self.chance_warmup_steps < 0:

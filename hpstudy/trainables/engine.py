@@ -117,6 +117,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
     check_after = _checks_by_batch(steps_per_epoch, checks)
     val_sample = loader.Split(val_split.images[:CHECK_VAL_IMAGES], val_split.labels[:CHECK_VAL_IMAGES])
     status, reason = "completed", None
+    last_saved = time.perf_counter()  # for cfg.checkpoint_every_s
     for epoch in range(start_epoch, cfg.epochs):
         generator = loader.epoch_generator(cfg.seed, epoch)
         lr = optimizer.param_groups[0]["lr"]
@@ -174,10 +175,13 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
             "epoch_time_s": time.perf_counter() - started, "images_per_s": seen / train_time,
         }
         history.append(metrics)
-        if checkpoint_dir is not None:
+        saved = None
+        if checkpoint_dir is not None and (epoch + 1 == cfg.epochs
+                                           or time.perf_counter() - last_saved >= cfg.checkpoint_every_s):
             _save(checkpoint_dir, cfg, epoch + 1, model, optimizer, scheduler, history, monitor)
+            saved, last_saved = checkpoint_dir, time.perf_counter()
         try:
-            reporter.report({**metrics, "step": (epoch + 1) * checks}, checkpoint_dir)
+            reporter.report({**metrics, "step": (epoch + 1) * checks}, saved)
         except StopTrial as stop:
             status, reason = "pruned", stop.reason
             break
@@ -269,7 +273,7 @@ def _set_rng(state: dict[str, Any]) -> None:
 
 # Settings that may differ between a run and its resumption without changing what it computes.
 _RESUME_MAY_DIFFER = {"epochs", "data_dir", "download", "device", "threads", "keep_checkpoints", "cuda_graphs",
-                      "checks_per_epoch"}
+                      "checks_per_epoch", "checkpoint_every_s"}
 
 
 def _check_same_run(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> None:

@@ -87,6 +87,8 @@ CASES: dict[str, Case] = {
     "cpus-per-trial 0": run_case("lenet5-sgd-lr-bs", "--cpus-per-trial", "0", field="cpus_per_trial"),
     "max-concurrent 0": run_case("lenet5-sgd-lr-bs", "--max-concurrent", "0", field="max_concurrent"),
     "train-size 0": run_case("lenet5-sgd-lr-bs", "--data-dir", "{data}", "--train-size", "0", field="train_size"),
+    "checkpoint-every-s -1": run_case("lenet5-sgd-lr-bs", "--data-dir", "{data}", "--checkpoint-every-s", "-1",
+                                      field="checkpoint_every_s"),
     "gpus on a machine without one": run_case("lenet5-sgd-lr-bs", "--gpus-per-trial", "1", field="gpus_per_trial"),
     # --- an empty search space: the only way to write one on the command line is an empty seed list
     # (definitions and their spaces are built in; a grid always has at least one point)

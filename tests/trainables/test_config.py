@@ -40,6 +40,7 @@ def test_round_trip_through_plain_dict():
     ({"bf16": 1}, "bf16", "true or false"),
     ({"checks_per_epoch": 0}, "checks_per_epoch", ">= 1"),
     ({"checks_per_epoch": 2.5}, "checks_per_epoch", ">= 1"),
+    ({"checkpoint_every_s": -1}, "checkpoint_every_s", ">= 0"),
     ({"model": "lenet5", "model_args": {"depth": 3}}, "model_args", "depth"),
 ])
 def test_bad_values_name_their_field(values, field, words):

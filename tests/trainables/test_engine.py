@@ -54,6 +54,40 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path, case):
     assert resumed["test"] == whole["test"]
 
 
+class CheckpointsReported:
+    def __init__(self):
+        self.reported: list[tuple[int, bool]] = []  # (epoch, whether a checkpoint came with it)
+
+    def report(self, metrics, checkpoint_dir):
+        self.reported.append((metrics["epoch"], checkpoint_dir is not None))
+
+    def finish(self, result):
+        pass
+
+
+def test_checkpoint_every_s_writes_only_when_due_and_always_the_last_epoch(data_dir, tmp_path):
+    every = CheckpointsReported()
+    train(config(data_dir, epochs=3), every, checkpoint_dir=tmp_path / "every")
+    assert every.reported == [(1, True), (2, True), (3, True)]
+
+    sparse = CheckpointsReported()
+    train(config(data_dir, epochs=3, checkpoint_every_s=3600), sparse, checkpoint_dir=tmp_path / "sparse")
+    assert sparse.reported == [(1, False), (2, False), (3, True)]
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "sparse")] == ["epoch_0003.pt"]
+
+
+def test_resume_with_sparse_checkpoints_repeats_the_unsaved_epochs_and_still_matches(data_dir, tmp_path):
+    cfg = config(data_dir, epochs=4, model="cnn_bn_dropout", optimizer="momentum", lr=0.02)
+    whole = train(cfg)
+    with pytest.raises(Crash):  # dies at epoch 2's report, its checkpoint written
+        train(cfg, CrashAfter(2), checkpoint_dir=tmp_path)
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path)] == ["epoch_0001.pt", "epoch_0002.pt"]
+    (tmp_path / "epoch_0002.pt").unlink()  # as if epoch 2 had not been due
+    resumed = train(cfg.replace(checkpoint_every_s=3600), checkpoint_dir=tmp_path, resume_from=tmp_path)
+    assert without_timing(resumed["history"]) == without_timing(whole["history"])
+    assert resumed["test"] == whole["test"]
+
+
 def test_damaged_latest_checkpoint_falls_back_and_still_matches(data_dir, tmp_path, caplog):
     cfg = config(data_dir, epochs=4, model="cnn_bn_dropout", optimizer="momentum", lr=0.02)
     whole = train(cfg)
