@@ -482,6 +482,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
             ray_start.wait()  # before the caller arms its SIGTERM handler (see RayStart.wait)
         if on_ready is not None:
             on_ready()
+        let_trials_take_prestarted_workers()
         rounds = 0
         while True:
             with lock:
@@ -499,7 +500,6 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
                     ray_start = RayStart(settings.ray_address or os.environ.get("RAY_ADDRESS") or "local")
                 ray_start.wait()
             rounds += 1
-            let_trials_take_prestarted_workers()
             resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
             tuner = tune.Tuner(
                 tune.with_resources(tune_trainable, resources),

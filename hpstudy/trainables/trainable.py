@@ -33,8 +33,8 @@ class TuneReporter:
     this run continued from (``resumed_from_epoch``, 0 when it started fresh), so a trial that a dead
     node's retry moved elsewhere shows where each part ran and where it picked up."""
 
-    def __init__(self, staging: Path | None = None) -> None:
-        self.staging = staging  # where each report's one-file checkpoint folder is made (default: tempdir)
+    def __init__(self, staging: Path) -> None:
+        self.staging = staging  # each report's one-file checkpoint folder goes here, beside the checkpoints
         self.node_id = ray_node_id()
         self.first_epoch: int | None = None  # the first epoch this run trained (after any resume)
 
@@ -51,11 +51,7 @@ class TuneReporter:
         # Hand Ray a directory with only the newest file: Ray copies it to storage and keeps
         # CheckpointConfig.num_to_keep of them, so retention lives in one place.
         with tempfile.TemporaryDirectory(prefix="hpstudy-ckpt-", dir=self.staging) as staged:
-            target = Path(staged) / newest.name
-            if _same_fs(newest, staged):
-                os.link(newest, target)  # no copy: Ray copies it into its storage anyway
-            else:
-                target.write_bytes(newest.read_bytes())
+            os.link(newest, Path(staged) / newest.name)  # no copy: Ray copies it into its storage anyway
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(staged))
 
     def finish(self, result: dict[str, Any]) -> None:
@@ -170,7 +166,3 @@ def _newest_file(directory: Path | None) -> Path | None:
 
     files = list_checkpoints(directory) if directory else []
     return files[-1] if files else None
-
-
-def _same_fs(a: Path, b: str) -> bool:
-    return os.stat(a).st_dev == os.stat(b).st_dev
