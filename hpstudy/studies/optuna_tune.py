@@ -31,6 +31,7 @@ from ray.tune.search import Searcher
 from hpstudy.studies.definition import REQUEUED, superseded
 from hpstudy.studies.drivers import DRIVER_ATTR, live_drivers
 from hpstudy.studies.samplers import GRID_POINT
+from hpstudy.studies.storage import set_trial_attrs
 from hpstudy.trainables.config import ConfigError, TrainConfig
 from hpstudy.trainables.trainable import METRIC, RESUME_KEY
 
@@ -124,8 +125,8 @@ class OptunaSearcher(Searcher):
             TrainConfig.from_dict(values)
             return True
         except ConfigError as exc:  # a sampled combination the engine rejects: record it, ask again
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("reason", f"invalid configuration: {exc}")
+            set_trial_attrs(self.bridge.study, trial._trial_id,
+                            {"status": "failed", "reason": f"invalid configuration: {exc}"})
             self.bridge.study.tell(trial, state=TrialState.FAIL)
             return False
 
@@ -137,30 +138,29 @@ class OptunaSearcher(Searcher):
             return
         history = [row for _, row in sorted(bridge.histories.pop(trial_id, {}).items())]
         final = _final_result(result)
+        attrs: dict[str, Any] = {"history": history}
         if final is not None:
-            history = final["history"]
-            _set_attrs(trial, {"history": history, "test": final["test"], "classes": final["classes"],
-                               "param_count": final["param_count"], "status": final["status"],
-                               "reason": final["reason"] or "", "node_id": final.get("node_id"),
-                               "resumed_from_epoch": final.get("resumed_from_epoch", 0)})
-        else:
-            trial.set_user_attr("history", history)
+            attrs = {"history": final["history"], "test": final["test"], "classes": final["classes"],
+                     "param_count": final["param_count"], "status": final["status"],
+                     "reason": final["reason"] or "", "node_id": final.get("node_id"),
+                     "resumed_from_epoch": final.get("resumed_from_epoch", 0)}
         if error:
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("reason", "the trainable raised (after Ray's retries); see the Ray trial log")
-            bridge.study.tell(trial, state=TrialState.FAIL)
+            attrs.update(status="failed", reason="the trainable raised (after Ray's retries); see the Ray trial log")
+            state, value = TrialState.FAIL, None
         elif trial_id in bridge.prune_reasons:
-            trial.set_user_attr("status", "pruned")
-            trial.set_user_attr("reason", bridge.prune_reasons.pop(trial_id))
-            bridge.study.tell(trial, state=TrialState.PRUNED)
+            attrs.update(status="pruned", reason=bridge.prune_reasons.pop(trial_id))
+            state, value = TrialState.PRUNED, None
         elif final is not None and final["status"] == "completed":
-            bridge.study.tell(trial, _best(history, bridge.study.direction))
+            state, value = TrialState.COMPLETE, _best(attrs["history"], bridge.study.direction)
         elif final is not None:  # diverged or stalled inside an epoch: pruned, with the engine's reason
-            bridge.study.tell(trial, state=TrialState.PRUNED)
+            state, value = TrialState.PRUNED, None
         else:
-            # Stopped without a final result (driver shutting down): leave it RUNNING for
+            # Stopped without a final result (driver shutting down): it stays RUNNING for
             # recover_interrupted(), which re-queues it with its checkpoint.
-            return
+            state, value = None, None
+        set_trial_attrs(bridge.study, trial._trial_id, attrs)  # one commit, not eight: the next trial waits
+        if state is not None:
+            bridge.study.tell(trial, value, state=state)
 
 
 class OptunaPruningScheduler(FIFOScheduler):
@@ -229,8 +229,7 @@ def recover_interrupted(study: optuna.Study, *, of_driver: str | None = None,
             reason = "interrupted inside ask(), before its parameters were drawn; replaced by a new trial"
         # Through the storage, not optuna.trial.Trial(study, id): that runs the sampler's before_trial on
         # the dead trial, and the grid sampler would give it a grid point, which its FAIL marks visited.
-        for key, value in (("status", "failed"), ("reason", reason), (REQUEUED, True)):
-            study._storage.set_trial_user_attr(frozen._trial_id, key, value)
+        set_trial_attrs(study, frozen._trial_id, {"status": "failed", "reason": reason, REQUEUED: True})
         study.tell(frozen.number, state=TrialState.FAIL)
         requeued.append(frozen.number)
     return requeued
@@ -255,8 +254,3 @@ def _final_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
 def _best(history: list[dict[str, Any]], direction: optuna.study.StudyDirection) -> float:
     values = [h[METRIC] for h in history]
     return max(values) if direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
-
-
-def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)

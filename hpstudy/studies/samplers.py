@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 
 import optuna
 
+from hpstudy.studies.storage import set_trial_attrs
 from hpstudy.trainables.config import ConfigError
 
 GRID_POINT = "hpstudy:grid_point"  # a trial's system attr: its grid point's parameters
@@ -40,13 +41,12 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
         else:
             unvisited = self._get_unvisited_grid_ids(study) or list(range(len(self._all_grids)))
             grid_id = int(self._rng.rng.choice(unvisited))
-        # The whole point first, so that a trial interrupted before it drew every parameter can be
-        # queued again as that point (grid ids index a seed-shuffled order only this sampler knows):
-        # a trial with a grid_id, which marks the point visited once the trial is FAIL, always has it.
-        study._storage.set_trial_system_attr(trial._trial_id, GRID_POINT,
-                                             dict(zip(self._param_names, self._all_grids[grid_id])))
-        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
-        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", grid_id)
+        # The whole point is recorded, so that a trial interrupted before it drew every parameter can be
+        # queued again as that point (grid ids index a seed-shuffled order only this sampler knows). One
+        # transaction: a trial with a grid_id, which marks the point visited once the trial is FAIL,
+        # always has its point.
+        set_trial_attrs(study, trial._trial_id, {GRID_POINT: dict(zip(self._param_names, self._all_grids[grid_id])),
+                                                 "search_space": self._search_space, "grid_id": grid_id}, system=True)
 
     def after_trial(self, study, trial, state, values) -> None:
         pass

@@ -22,11 +22,17 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import optuna
 import sqlalchemy.exc
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+try:  # Optuna's internals, for set_trial_attrs; without them it writes one attribute at a time
+    from optuna.storages._rdb import models as _rdb_models
+    from optuna.storages._rdb.storage import _create_scoped_session
+except ImportError:  # pragma: no cover - a later Optuna
+    _rdb_models = _create_scoped_session = None
 
 from hpstudy.trainables.config import ConfigError
 
@@ -120,6 +126,30 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     # would collide (duplicate key in pg_type), so the creation is serialised by an advisory lock.
     with _pg_advisory_lock(url, _SCHEMA_LOCK_KEY):
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
+
+
+def set_trial_attrs(study: optuna.Study, trial_id: int, attrs: dict[str, Any], *, system: bool = False) -> None:
+    """Several user (or system) attributes of one unfinished trial, in one transaction on an RDB storage.
+
+    Optuna commits each attribute on its own, and the driver writes a finished trial's eight while Tune's
+    event loop, and so the next trial, waits: on SQLite eight commits took 46-53 ms, one 16-17 ms (a
+    micro-benchmark, two runs). Elsewhere (a journal, or an Optuna whose internals moved), one call each.
+    """
+    storage = study._storage
+    # _CachedStorage forwards attribute writes and caches finished trials only: writing to its backend
+    # directly leaves nothing stale.
+    backend = getattr(storage, "_backend", storage)
+    if (_create_scoped_session is not None and isinstance(backend, optuna.storages.RDBStorage)
+            and hasattr(backend, "_set_trial_attr_without_commit")):
+        model = _rdb_models.TrialSystemAttributeModel if system else _rdb_models.TrialUserAttributeModel
+        # Integrity errors raise here (Optuna's own call ignores them): they must not drop a whole batch.
+        with _create_scoped_session(backend.scoped_session) as session:
+            for key, value in attrs.items():
+                backend._set_trial_attr_without_commit(session, model, trial_id, key, value)
+        return
+    write = storage.set_trial_system_attr if system else storage.set_trial_user_attr
+    for key, value in attrs.items():
+        write(trial_id, key, value)
 
 
 _SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"hpstudy: optuna schema").digest()[:8], "big", signed=True)

@@ -238,3 +238,28 @@ def test_sqlite_tables_created_by_another_process_at_the_same_moment_are_opened(
         sqlalchemy.exc.OperationalError("SELECT", {}, Exception("database is locked"))))
     with pytest.raises(sqlalchemy.exc.OperationalError, match="locked"):
         storages.open_storage(url)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "journal"])
+def test_set_trial_attrs_writes_every_attribute_in_one_commit_on_an_rdb(tmp_path, postgres, kind):
+    import sqlalchemy
+
+    url = {"sqlite": f"sqlite:///{tmp_path}/hpstudy.db", "journal": f"journal:///{tmp_path}/study.log",
+           "postgresql": postgres.create_database("attrs") if kind == "postgresql" else None}[kind]
+    study = optuna.create_study(study_name="s", storage=storages.open_storage(url))
+    trial = study.ask()
+    commits = []
+    backend = getattr(study._storage, "_backend", study._storage)
+    if kind != "journal":
+        sqlalchemy.event.listen(backend.engine, "commit", lambda conn: commits.append(1))
+    user = {"history": [{"epoch": 1, "val_acc": 0.5}], "status": "completed", "reason": "", "test": {"acc": 0.9}}
+    storages.set_trial_attrs(study, trial._trial_id, user)
+    storages.set_trial_attrs(study, trial._trial_id, {"grid_id": 3, "point": {"lr": 0.1}}, system=True)
+    if kind != "journal":  # the batched path runs on the installed Optuna: one commit per call
+        assert len(commits) == 2
+    stored = optuna.load_study(study_name="s", storage=storages.open_storage(url)).trials[0]
+    assert stored.user_attrs == user
+    assert {k: stored.system_attrs[k] for k in ("grid_id", "point")} == {"grid_id": 3, "point": {"lr": 0.1}}
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError):  # a finished trial is refused, as by Optuna's own call
+        storages.set_trial_attrs(study, trial._trial_id, {"status": "late"})
