@@ -16,7 +16,12 @@ study's trial ends are Optuna's completion times. Overhead = study wall time - l
 The study starts with empty SQLite files (its first run creates MLflow's tables). The machine is shared and
 its speed drifts, so the two sides alternate for `--rounds` rounds and the medians are the figures.
 
-    python bench/service_overhead.py [--threads 2] [--rounds 2]
+`--warm` adds a third side to each round: the same `hpstudy run` with the infrastructure already up, as for
+a user's next study on a cluster: a Ray head this script starts once (`--ray-address`; a driver connects in
+well under a second) and SQLite files whose Optuna and MLflow tables exist. The idle head takes about 5%
+of one core while the other sides run.
+
+    python bench/service_overhead.py [--threads 2] [--rounds 2] [--warm]
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -73,21 +80,37 @@ def bare_loop(configs: list[dict]) -> tuple[float, float]:
     return time.perf_counter() - started, per_trial(json.loads(out.splitlines()[-1]))
 
 
-def study(root: Path, data_dir: str, threads: int, n: int) -> tuple[float, float]:
-    """(wall time of the `hpstudy run` process, its time per trial), with empty SQLite files."""
+def study(root: Path, data_dir: str, threads: int, n: int, ray_address: str | None = None) -> tuple[float, float]:
+    """(wall time of the `hpstudy run` process, its time per trial), with empty SQLite files; with a
+    running Ray at ``ray_address`` and the files' tables created beforehand (warm)."""
     root.mkdir()
     storage = f"sqlite:///{root}/hpstudy.db"
+    if ray_address:
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its lines about creating the tables
+        optuna.storages.RDBStorage(storage)
+        MlflowClient(f"sqlite:///{root}/mlflow.db").search_experiments()  # creates MLflow's tables
     command = [str(Path(sys.executable).with_name("hpstudy")), "run", DEFINITION, "--storage", storage,
                "--mlflow-tracking-uri", f"sqlite:///{root}/mlflow.db", "--workdir", str(root / "runs"),
                "--data-dir", data_dir, "--epochs", str(EPOCHS), "--seeds", ",".join(map(str, SEEDS)),
                "--max-concurrent", "1", "--cpus-per-trial", str(threads),
-               *itertools.chain.from_iterable((f"--{k.replace('_', '-')}", str(v)) for k, v in SIZES.items())]
+               *itertools.chain.from_iterable((f"--{k.replace('_', '-')}", str(v)) for k, v in SIZES.items()),
+               *(("--ray-address", ray_address) if ray_address else ())]
     started = time.perf_counter()
     _run(command, cwd=root)
     wall = time.perf_counter() - started
     trials = optuna.load_study(study_name=DEFINITION, storage=storage).trials
     assert len(trials) == n and all(t.state.is_finished() for t in trials), "every trial must finish"
     return wall, per_trial([t.datetime_complete.timestamp() for t in trials])
+
+
+def start_ray_head() -> str:
+    """A Ray head in this process, as `ray start --head` on a cluster; it stops when the script exits."""
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    return ray.get_runtime_context().gcs_address
 
 
 def _run(command: list[str], cwd: Path | None = None) -> str:
@@ -101,6 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads per trial, loop and study (default 2)")
     parser.add_argument("--rounds", type=int, default=2, help="loop/study pairs, alternating (default 2)")
+    parser.add_argument("--warm", action="store_true", help="also run the study against a running Ray and existing tables")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = scratch_dir("hpstudy-overhead-")
@@ -110,7 +134,8 @@ def main() -> None:
     train(TrainConfig.from_dict({**configs[0], "epochs": 1}))  # unpack the bundled data into data_dir
     print(f"machine: {machine()}; {args.threads} thread(s) per trial; {n} trials of {DEFINITION}, "
           f"{EPOCHS} epochs on {SIZES['train_size']} images")
-    rows = []
+    ray_address = start_ray_head() if args.warm else None
+    rows, warm_rows = [], []
     for round_ in range(1, args.rounds + 1):
         loop, loop_per_trial = bare_loop(configs)
         served, served_per_trial = study(root / f"study-{round_}", data_dir, args.threads, n)
@@ -119,6 +144,17 @@ def main() -> None:
         print(f"round {round_}: bare loop {loop:.1f} s ({loop_per_trial:.2f} s per trial); hpstudy run "
               f"{served:.1f} s ({served_per_trial:.2f} s per trial): +{served - loop:.1f} s = "
               f"{100 * (served - loop) / loop:.0f}%, {rows[-1][3]:.1f} s fixed + {extra:.2f} s per trial", flush=True)
+        if ray_address:
+            warm, warm_per_trial = study(root / f"warm-{round_}", data_dir, args.threads, n, ray_address)
+            warm_extra = warm_per_trial - loop_per_trial
+            warm_rows.append((loop, warm, warm_extra, warm - loop - n * warm_extra))
+            print(f"  warm (Ray running, tables there): {warm:.1f} s ({warm_per_trial:.2f} s per trial): "
+                  f"+{warm - loop:.1f} s = {100 * (warm - loop) / loop:.0f}%, {warm_rows[-1][3]:.1f} s fixed + "
+                  f"{warm_extra:.2f} s per trial", flush=True)
+    if warm_rows:
+        loop, warm, extra, fixed = (statistics.median(column) for column in zip(*warm_rows))
+        print(f"warm (medians of {len(warm_rows)} rounds): hpstudy run {warm:.1f} s against the loop's {loop:.1f} s: "
+              f"{100 * (warm - loop) / loop:.0f}% = {fixed:.1f} s fixed + {extra:.2f} s per trial")
     loop, served, extra, fixed = (statistics.median(column) for column in zip(*rows))
     overhead = served - loop
     print(f"fixed per `hpstudy run` (imports, Ray, MLflow, the first worker's start, shutdown): {fixed:.1f} s")
