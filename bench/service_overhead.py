@@ -105,6 +105,18 @@ def study(root: Path, data_dir: str, threads: int, n: int, ray_address: str | No
     return wall, per_trial([t.datetime_complete.timestamp() for t in trials])
 
 
+def compared(loop: float, loop_per_trial: float, served: float, served_per_trial: float, n: int) -> tuple:
+    """(loop wall, study wall, overhead per trial, fixed overhead, study's time per trial)."""
+    extra = served_per_trial - loop_per_trial
+    return loop, served, extra, served - loop - n * extra, served_per_trial
+
+
+def described(row: tuple) -> str:
+    loop, served, extra, fixed, served_per_trial = row
+    return (f"{served:.1f} s ({served_per_trial:.2f} s per trial): +{served - loop:.1f} s = "
+            f"{100 * (served - loop) / loop:.0f}%, {fixed:.1f} s fixed + {extra:.2f} s per trial")
+
+
 def start_ray_head() -> str:
     """A Ray head in this process, as `ray start --head` on a cluster; it stops when the script exits."""
     import ray
@@ -138,24 +150,18 @@ def main() -> None:
     rows, warm_rows = [], []
     for round_ in range(1, args.rounds + 1):
         loop, loop_per_trial = bare_loop(configs)
-        served, served_per_trial = study(root / f"study-{round_}", data_dir, args.threads, n)
-        extra = served_per_trial - loop_per_trial
-        rows.append((loop, served, extra, served - loop - n * extra))
+        rows.append(compared(loop, loop_per_trial, *study(root / f"study-{round_}", data_dir, args.threads, n), n))
         print(f"round {round_}: bare loop {loop:.1f} s ({loop_per_trial:.2f} s per trial); hpstudy run "
-              f"{served:.1f} s ({served_per_trial:.2f} s per trial): +{served - loop:.1f} s = "
-              f"{100 * (served - loop) / loop:.0f}%, {rows[-1][3]:.1f} s fixed + {extra:.2f} s per trial", flush=True)
+              f"{described(rows[-1])}", flush=True)
         if ray_address:
-            warm, warm_per_trial = study(root / f"warm-{round_}", data_dir, args.threads, n, ray_address)
-            warm_extra = warm_per_trial - loop_per_trial
-            warm_rows.append((loop, warm, warm_extra, warm - loop - n * warm_extra))
-            print(f"  warm (Ray running, tables there): {warm:.1f} s ({warm_per_trial:.2f} s per trial): "
-                  f"+{warm - loop:.1f} s = {100 * (warm - loop) / loop:.0f}%, {warm_rows[-1][3]:.1f} s fixed + "
-                  f"{warm_extra:.2f} s per trial", flush=True)
+            warm_rows.append(compared(loop, loop_per_trial,
+                                      *study(root / f"warm-{round_}", data_dir, args.threads, n, ray_address), n))
+            print(f"  warm (Ray running, tables there): {described(warm_rows[-1])}", flush=True)
     if warm_rows:
-        loop, warm, extra, fixed = (statistics.median(column) for column in zip(*warm_rows))
+        loop, warm, extra, fixed, _ = (statistics.median(column) for column in zip(*warm_rows))
         print(f"warm (medians of {len(warm_rows)} rounds): hpstudy run {warm:.1f} s against the loop's {loop:.1f} s: "
               f"{100 * (warm - loop) / loop:.0f}% = {fixed:.1f} s fixed + {extra:.2f} s per trial")
-    loop, served, extra, fixed = (statistics.median(column) for column in zip(*rows))
+    loop, served, extra, fixed, _ = (statistics.median(column) for column in zip(*rows))
     overhead = served - loop
     print(f"fixed per `hpstudy run` (imports, Ray, MLflow, the first worker's start, shutdown): {fixed:.1f} s")
     print(f"per trial once the study runs: {extra:.2f} s (goal {GOAL_PER_TRIAL_S} s)")
