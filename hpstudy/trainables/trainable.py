@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hpstudy.processes import pid_exists
 from hpstudy.trainables.config import TrainConfig
 from hpstudy.trainables.engine import train
 
@@ -128,19 +129,9 @@ def trial_scratch() -> Path:
     root = Path(tempfile.gettempdir())
     for old in root.glob(f"{SCRATCH_PREFIX}{host}-*-*"):
         pid = old.name[len(f"{SCRATCH_PREFIX}{host}-"):].split("-")[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not pid_exists(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{host}-{os.getpid()}-"))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        pass
-    return True
 
 
 def _gather_kept(checkpoint_path: str, into: Path) -> Path | None:
