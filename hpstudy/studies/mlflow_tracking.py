@@ -5,7 +5,9 @@ state and prune reason, nor nest it under a study run, so this small callback do
 happens in the driver, batched (``log_batch``: one call per epoch, not one per metric), and off Tune's
 event loop: a Tune function trainable waits at each report until the driver has handled it, and MLflow's
 calls took about 0.1 s of each trial there (bench/service_overhead.py). One writer thread makes them in
-order; ``MlflowTrialLogger.close()`` waits for them and raises the first error.
+order, creating a trial's run included; the searcher waits for the run's id to reach the Optuna trial
+before it tells it (``StudyBridge.pending_writes``). ``MlflowTrialLogger.close()`` waits for every write
+and raises the first error.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune.callback import Callback
 
 from hpstudy.studies.optuna_tune import StudyBridge
+from hpstudy.studies.storage import set_trial_attrs
 
 STUDY_TAG = "hpstudy.study"
 _EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
@@ -81,7 +84,7 @@ class MlflowTrialLogger(Callback):
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.bridge = bridge
-        self.runs: dict[str, str] = {}  # Ray trial id -> MLflow run id
+        self.runs: dict[str, Future] = {}  # Ray trial id -> its MLflow run id (the writer's future)
         self._writer: ThreadPoolExecutor | None = None  # started by the first write
         self._writes: list[Future] = []
 
@@ -93,26 +96,21 @@ class MlflowTrialLogger(Callback):
         optuna_trial = self.bridge.trials.get(trial.trial_id)
         if optuna_trial is None or trial.trial_id in self.runs:
             return
-        number = optuna_trial.number
-        # Created here, not by the writer: the Optuna trial must hold its run id before it is told.
-        run = self.client.create_run(self.experiment_id, run_name=f"trial {number}", tags={
-            "mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.bridge.study.study_name,
-            "optuna.trial_number": str(number), "ray.trial_id": trial.trial_id})
-        self.runs[trial.trial_id] = run.info.run_id
-        optuna_trial.set_user_attr("mlflow_run_id", run.info.run_id)
         params = {k: v for k, v in trial.config.items() if k != "resume_from"}
-        self._write(self.client.log_batch, run.info.run_id,
-                    params=[Param(k, _text(v)) for k, v in sorted(params.items())])
+        run = self._write(self._open_run, optuna_trial, trial.trial_id, params)
+        self.runs[trial.trial_id] = run
+        # The Optuna trial must hold its run id before it is told: the searcher waits for this write.
+        self.bridge.pending_writes.setdefault(trial.trial_id, []).append(run)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        run_id = self.runs.get(trial.trial_id)
+        run = self.runs.get(trial.trial_id)
         # Checks inside an epoch go to Optuna only (its dashboard plots them); MLflow charts epochs.
-        if run_id is None or result.get("final") or result.get("partial") or "epoch" not in result:
+        if run is None or result.get("final") or result.get("partial") or "epoch" not in result:
             return
         now = int(time.time() * 1000)
         step = int(result["epoch"])
         metrics = [Metric(k, float(result[k]), now, step) for k in _EPOCH_METRICS if k in result]
-        self._write(self.client.log_batch, run_id, metrics=metrics)
+        self._write(lambda: self.client.log_batch(run.result(), metrics=metrics))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, "FINISHED")
@@ -129,28 +127,43 @@ class MlflowTrialLogger(Callback):
             write.result()
         self._writes.clear()
 
-    def _write(self, call, *args, **kwargs) -> None:
+    def _write(self, call, *args, **kwargs) -> Future:
+        """``call`` on the writer thread, after every earlier write (so a run's later writes may take its
+        run id from the future ``_open_run`` returned: it is done by then)."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpstudy-mlflow")
         self._writes.append(self._writer.submit(call, *args, **kwargs))
+        return self._writes[-1]
+
+    def _open_run(self, optuna_trial, ray_trial_id: str, params: dict[str, Any]) -> str:
+        number = optuna_trial.number
+        run = self.client.create_run(self.experiment_id, run_name=f"trial {number}", tags={
+            "mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.bridge.study.study_name,
+            "optuna.trial_number": str(number), "ray.trial_id": ray_trial_id})
+        run_id = run.info.run_id
+        # Through the storage, not optuna_trial.set_user_attr: that also updates the trial's cached attrs,
+        # which Tune's thread may be reading.
+        set_trial_attrs(self.bridge.study, optuna_trial._trial_id, {"mlflow_run_id": run_id})
+        self.client.log_batch(run_id, params=[Param(k, _text(v)) for k, v in sorted(params.items())])
+        return run_id
 
     def _finish(self, trial, mlflow_status: str) -> None:
-        run_id = self.runs.pop(trial.trial_id, None)
-        if run_id is None:
+        run = self.runs.pop(trial.trial_id, None)
+        if run is None:
             return
         # The searcher has told Optuna by now (Tune calls the searcher before callbacks).
         number = int(trial.config["optuna_trial_number"])
-        frozen = self.bridge.study.get_trials(deepcopy=False)[number]
         outputs = (trial.last_result or {}).get("outputs_dir")
-        self._write(self._log_outcome, run_id, frozen, outputs,
-                    mlflow_status if frozen.state.name != "FAIL" else "FAILED")
+        self._write(self._log_outcome, run, number, outputs, mlflow_status)
 
-    def _log_outcome(self, run_id: str, frozen, outputs: str | None, status: str) -> None:
+    def _log_outcome(self, run: Future, number: int, outputs: str | None, status: str) -> None:
+        run_id = run.result()
+        frozen = self.bridge.study.get_trials(deepcopy=False)[number]  # read here, off Tune's thread
         metrics, tags = _outcome(frozen)
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         if outputs and Path(outputs).is_dir():
             self.client.log_artifacts(run_id, outputs)
-        self.client.set_terminated(run_id, status=status)
+        self.client.set_terminated(run_id, status=status if frozen.state.name != "FAIL" else "FAILED")
 
 
 def _outcome(frozen) -> tuple[list[Metric], list[RunTag]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,6 +52,9 @@ class StudyBridge:
     trials: dict[str, optuna.Trial] = field(default_factory=dict)  # Ray trial id -> Optuna trial
     histories: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # per epoch
     prune_reasons: dict[str, str] = field(default_factory=dict)
+    # Writes other callbacks make off Tune's thread that must land before a trial is told (e.g. its MLflow
+    # run id: a told trial takes no more attributes).
+    pending_writes: dict[str, list[futures.Future]] = field(default_factory=dict)
 
     def remaining(self) -> int:
         """Trials still to start: the target minus trials that count (finished, running, queued)."""
@@ -92,7 +96,10 @@ class OptunaSearcher(Searcher):
                     # Tune (run_study), where no idle actor holds a CPU their trials may need.
                     return Searcher.FINISHED
                 trial = bridge.study.ask()  # WAITING (enqueued) trials first, then the sampler
-                trial.set_user_attr(DRIVER_ATTR, bridge.driver_id)
+                # Both tags in one commit, through the storage: nothing reads them from `trial`'s cache.
+                # (An invalid configuration's FAIL trial also keeps the id of the Tune trial that asked.)
+                set_trial_attrs(bridge.study, trial._trial_id,
+                                {DRIVER_ATTR: bridge.driver_id, "ray_trial_id": trial_id})
                 params = bridge.suggest(trial)
                 valid = self._check(trial, {**bridge.base, **params})
                 if valid and bridge.repeat_seeds and "seed_of" not in trial.user_attrs:
@@ -104,7 +111,6 @@ class OptunaSearcher(Searcher):
             if not valid:
                 continue
             values = {**bridge.base, **params}
-            trial.set_user_attr("ray_trial_id", trial_id)
             bridge.trials[trial_id] = trial
             bridge.histories[trial_id] = {}
             config = {**values, "optuna_trial_number": trial.number}
@@ -136,6 +142,8 @@ class OptunaSearcher(Searcher):
         trial = bridge.trials.pop(trial_id, None)
         if trial is None:
             return
+        # Done long before as a rule. A failed write raises where its writer is closed, not here.
+        futures.wait(bridge.pending_writes.pop(trial_id, ()))
         history = [row for _, row in sorted(bridge.histories.pop(trial_id, {}).items())]
         final = _final_result(result)
         attrs: dict[str, Any] = {"history": history}

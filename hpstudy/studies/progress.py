@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from ray.tune.callback import Callback
 
@@ -39,11 +40,13 @@ def progress_line(bridge: StudyBridge, number: int) -> str:
             f"{counts[TrialState.RUNNING]} running] trial {number} {_params(this.params)}: {outcome}")
     if reason:
         line += f" ({reason})"
-    try:
-        best = study.best_trial
+    # From the trials read above: study.best_trial would query the storage again, while Tune's event
+    # loop (and so the next trial) waits. Ties go to the earliest trial, as in the report.
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if complete:
+        pick = max if study.direction == StudyDirection.MAXIMIZE else min
+        best = pick(complete, key=lambda t: t.value)
         line += f" | best {best.value:.4f} (trial {best.number})"
-    except ValueError:
-        pass  # no completed trial yet
     return line
 
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from types import SimpleNamespace
 
 import optuna
 import pytest
 
 from hpstudy.studies.mlflow_tracking import MlflowTrialLogger
-from hpstudy.studies.optuna_tune import StudyBridge
+from hpstudy.studies.optuna_tune import OptunaSearcher, StudyBridge
 
 
 class RecordingClient:
-    """Records each call and the thread it came from; a call named in ``fail`` raises."""
+    """Records each call and the thread it came from; a call named in ``fail`` raises. ``create_run``
+    takes ``create_s`` seconds, as a tracking server far away may."""
 
-    def __init__(self, fail: str | None = None):
+    def __init__(self, fail: str | None = None, create_s: float = 0.0):
         self.calls: list[tuple[str, str]] = []
         self.fail = fail
+        self.create_s = create_s
 
     def _record(self, name: str, run_id: str) -> None:
         self.calls.append((name, threading.current_thread().name))
@@ -25,6 +29,7 @@ class RecordingClient:
             raise RuntimeError(f"{name} failed for {run_id}")
 
     def create_run(self, experiment_id, run_name, tags):
+        time.sleep(self.create_s)
         self._record("create_run", "")
         return SimpleNamespace(info=SimpleNamespace(run_id="run-0"))
 
@@ -39,16 +44,21 @@ class RecordingClient:
 
 
 def logged_trial(client: RecordingClient) -> MlflowTrialLogger:
+    """One trial through the logger and the searcher, in the order Tune calls them: start, two epochs,
+    then the searcher tells Optuna, then the logger finishes the run."""
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
     bridge = StudyBridge(study=study, suggest=lambda t: {}, base={}, target=1)
     bridge.trials["ray-0"] = trial
+    bridge.histories["ray-0"] = {}
     logger = MlflowTrialLogger(client, "0", "parent", bridge)
     ray_trial = SimpleNamespace(trial_id="ray-0", config={"lr": 0.1, "optuna_trial_number": 0}, last_result={})
     logger.on_trial_start(0, [], ray_trial)
     for epoch in (1, 2):
         logger.on_trial_result(0, [], ray_trial, {"epoch": epoch, "val_acc": 0.5, "train_loss": 1.0})
-    study.tell(trial, 0.5)
+    final = {"history": [{"epoch": 1, "val_acc": 0.5}], "test": None, "classes": None, "param_count": 1,
+             "status": "completed", "reason": None}
+    OptunaSearcher(bridge).on_trial_complete("ray-0", {"final": True, "result_json": json.dumps(final)})
     logger.on_trial_complete(0, [], ray_trial)
     return logger
 
@@ -60,11 +70,18 @@ def test_writes_run_in_order_on_one_thread_and_close_waits_for_them():
     assert [name for name, _ in client.calls] == [
         "create_run", "log_batch:params", "log_batch:metrics", "log_batch:metrics", "log_batch:tags",
         "set_terminated:FINISHED"]
-    # The run is created on Tune's thread (the Optuna trial must hold its id before it is told); the rest
-    # is written by the one writer thread.
-    assert client.calls[0][1] == threading.current_thread().name
-    assert {thread for _, thread in client.calls[1:]} == {"hpstudy-mlflow_0"}
+    # Every call, creating the run included, is made by the one writer thread, off Tune's thread.
+    assert {thread for _, thread in client.calls} == {"hpstudy-mlflow_0"}
     assert logger.bridge.study.trials[0].user_attrs["mlflow_run_id"] == "run-0"
+
+
+def test_a_trial_is_told_only_once_it_holds_its_run_id():
+    # A slow tracking server: the run is still being created when the trial ends. The searcher waits for
+    # it, so the finished Optuna trial links to its run (a told trial takes no more attributes).
+    logger = logged_trial(RecordingClient(create_s=0.5))
+    logger.close()
+    frozen = logger.bridge.study.trials[0]
+    assert frozen.state == optuna.trial.TrialState.COMPLETE and frozen.user_attrs["mlflow_run_id"] == "run-0"
 
 
 def test_close_raises_a_failed_write():

@@ -209,6 +209,29 @@ def test_a_grid_trial_killed_inside_ask_before_the_sampler_ran_is_replaced(tmp_p
     assert sorted(points) == sorted((lr, bs) for lr in grid["lr"] for bs in grid["batch_size"])
 
 
+def test_a_grid_trials_parameters_are_its_recorded_point_without_reading_the_trial_back(tmp_path, monkeypatch):
+    # GridSampler reads the whole trial from the storage for every parameter (its grid id); the driver's
+    # sampler answers from the point it chose, while Tune's event loop and the next trial wait.
+    from hpstudy.studies.samplers import GRID_POINT, make_sampler
+
+    grid = {"lr": [0.1, 0.01], "batch_size": [64, 128], "optimizer": ["sgd", "adam"]}
+    study = optuna.create_study(study_name="g", storage=storages.open_storage(f"sqlite:///{tmp_path}/h.db"),
+                                sampler=make_sampler("grid", grid, seed=0))
+    points = []
+    for _ in range(8):
+        trial = study.ask()
+        reads = []
+        real = study._storage.get_trial
+        monkeypatch.setattr(study._storage, "get_trial", lambda trial_id: reads.append(trial_id) or real(trial_id))
+        params = {name: trial.suggest_categorical(name, grid[name]) for name in grid}
+        monkeypatch.undo()
+        assert reads == []
+        assert params == study._storage.get_trial(trial._trial_id).system_attrs[GRID_POINT]
+        points.append(tuple(params.values()))
+        study.tell(trial, 0.5)
+    assert len(set(points)) == 8  # every point once
+
+
 @pytest.mark.parametrize("lost", ["create table", "stamp version"])
 def test_sqlite_tables_created_by_another_process_at_the_same_moment_are_opened(tmp_path, monkeypatch, lost):
     # Two processes opening a new SQLite file at once both find no tables and both create them: the
