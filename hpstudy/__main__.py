@@ -1,5 +1,3 @@
-import sys
+from hpstudy.cli import command
 
-from hpstudy.cli import main
-
-sys.exit(main())
+command()

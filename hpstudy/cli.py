@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -330,5 +332,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
 
 
+def command() -> None:
+    """The `hpstudy` executable: main(), then an exit without the interpreter's teardown.
+
+    By the time main() returns, every result is on disk (Optuna and MLflow committed, checkpoints
+    fsynced, Ray stopped) and printed; the teardown that followed, finalizing torch's, Ray's, MLflow's
+    and SQLAlchemy's objects one by one, took 2.2-2.4 s more before the shell got its prompt back
+    (`hpstudy run lenet5-sgd-lr-bs --epochs 5`, two runs). The atexit handlers still run (logging's
+    flush, Ray's and MLflow's own, temporary folders), then the standard streams are flushed. Should a
+    thread that the interpreter would wait for still run (an executor left open), the exit is the
+    ordinary one."""
+    code = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what the interpreter runs at exit, before its teardown
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`hpstudy ... | head`), a closed stream
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    command()

@@ -97,3 +97,30 @@ def test_console_command_end_to_end(tmp_path, data_dir):
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip() == "hpstudy: error: lr: must be > 0 (got -1.0)"
     assert not (tmp_path / "x").exists()
+
+
+def test_the_installed_executable_prints_everything_and_passes_its_exit_code_on(tmp_path, capsys):
+    # `hpstudy` ends with os._exit after the atexit handlers (skipping the interpreter's teardown): all
+    # output must still arrive, through a pipe too, and the exit code must be main()'s.
+    executable = os.path.join(os.path.dirname(sys.executable), "hpstudy")
+    assert main(["studies"]) == 0
+    in_process = capsys.readouterr().out
+    proc = subprocess.run([executable, "studies"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == in_process and len(in_process.splitlines()) > 5
+    bad = subprocess.run([executable, "run", "no-such-study"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("hpstudy: error: ") and len(bad.stderr.splitlines()) == 1
+
+
+def test_the_executable_waits_for_a_running_non_daemon_thread(tmp_path):
+    # A thread the interpreter would wait for (an executor left open) must finish: the quick exit is
+    # skipped then.
+    done = tmp_path / "done"
+    code = ("import sys, threading\n"
+            "from hpstudy.cli import command\n"
+            # It ends once the main thread has ended, i.e. only in an interpreter's own exit.
+            f"threading.Thread(target=lambda: (threading.main_thread().join(), open({str(done)!r}, 'w').close())).start()\n"
+            "sys.argv = ['hpstudy', 'spaces']\n"
+            "command()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert done.exists()
