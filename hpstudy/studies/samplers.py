@@ -28,8 +28,8 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
       study itself once every point has a trial;
     - each trial records its whole point (see optuna_tune._params_to_requeue);
     - each parameter is looked up in the point this sampler chose, without reading the trial back from
-      the storage (GridSampler reads it once per parameter: a query of the whole trial, 3-5 ms on SQLite,
-      while Tune's event loop and the next trial wait).
+      the storage (GridSampler reads the whole trial once per parameter while Tune's event loop and the
+      next trial wait: 7.6 -> 5.3 ms per parameter in `hpstudy run`, session 9).
     """
 
     def __init__(self, search_space, seed=None) -> None:
