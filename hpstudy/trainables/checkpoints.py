@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils.serialization
 
 from hpstudy.processes import pid_exists
 
@@ -32,26 +33,37 @@ def checkpoint_path(directory: Path, epoch: int) -> Path:
     return Path(directory) / f"epoch_{epoch:04d}.pt"
 
 
-def save_checkpoint(state: dict[str, Any], directory: Path, epoch: int, keep: int = 2) -> Path:
-    """Write ``state`` as epoch ``epoch`` atomically, then keep only the newest ``keep`` files."""
+def save_checkpoint(state: dict[str, Any], directory: Path, epoch: int, keep: int = 2, durable: bool = True) -> Path:
+    """Write ``state`` as epoch ``epoch`` atomically, then keep only the newest ``keep`` files.
+
+    durable: fsync the file and the directory, so that the file outlives a crash of the machine, not
+    only of the process. False for a scratch file that is copied elsewhere at once and removed with its
+    run (Ray Tune's trials): its fsync (about 20 ms for a 22 MB checkpoint here) would protect nothing."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
+    # The footer's SHA-256 covers every byte, so the zip's own CRC-32 of each record adds only time
+    # (7 ms of 13 for a 22 MB checkpoint here); torch.load does not need it. The setting is thread-local.
+    with torch.utils.serialization.config.patch("save.compute_crc32", False):
+        torch.save(state, buffer)
+    payload = buffer.getbuffer()  # no copy
     target = checkpoint_path(directory, epoch)
     tmp = directory / f".{target.name}.tmp{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
             f.write(payload)
             f.write(_FOOTER + hashlib.sha256(payload).hexdigest().encode())
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a failed write (full disk, signal) leaves nothing behind
         raise
-    _fsync_dir(directory)
+    finally:
+        payload.release()
+    if durable:
+        _fsync_dir(directory)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     _remove_stale_temps(directory)

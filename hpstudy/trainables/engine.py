@@ -66,10 +66,12 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Path | None = None,
-          resume_from: Path | None = None) -> dict[str, Any]:
+          resume_from: Path | None = None, durable_checkpoints: bool = True) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the result dict (also given to ``reporter.finish``).
 
     checkpoint_dir: where each epoch's checkpoint is written (None: no checkpoints).
+    durable_checkpoints: False when checkpoint_dir is scratch whose files the reporter copies elsewhere
+    (see checkpoints.save_checkpoint).
     resume_from: a directory of checkpoints; the newest good one is continued from, if any.
     """
     reporter = reporter or NullReporter()
@@ -178,7 +180,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
         saved = None
         if checkpoint_dir is not None and (epoch + 1 == cfg.epochs
                                            or time.perf_counter() - last_saved >= cfg.checkpoint_every_s):
-            _save(checkpoint_dir, cfg, epoch + 1, model, optimizer, scheduler, history, monitor)
+            _save(checkpoint_dir, cfg, epoch + 1, model, optimizer, scheduler, history, monitor,
+                  durable_checkpoints)
             saved, last_saved = checkpoint_dir, time.perf_counter()
         try:
             reporter.report({**metrics, "step": (epoch + 1) * checks}, saved)
@@ -243,7 +246,8 @@ def evaluate(model: torch.nn.Module, split: loader.Split, normalize: loader.Norm
     return loss_sum / len(split), accuracy, matrix
 
 
-def _save(directory: Path, cfg: TrainConfig, epoch: int, model, optimizer, scheduler, history, monitor) -> None:
+def _save(directory: Path, cfg: TrainConfig, epoch: int, model, optimizer, scheduler, history, monitor,
+          durable: bool) -> None:
     state = {
         "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -254,7 +258,7 @@ def _save(directory: Path, cfg: TrainConfig, epoch: int, model, optimizer, sched
         "data_order": {"seed": cfg.seed, "next_epoch": epoch},
     }
     try:
-        checkpoints.save_checkpoint(state, directory, epoch, keep=cfg.keep_checkpoints)
+        checkpoints.save_checkpoint(state, directory, epoch, keep=cfg.keep_checkpoints, durable=durable)
     except OSError as exc:
         # Training goes on; a resume then starts from the newest good checkpoint, which is older.
         log.warning("checkpoint for epoch %d not written: %s", epoch, exc)

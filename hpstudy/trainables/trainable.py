@@ -108,7 +108,9 @@ def tune_trainable(config: dict[str, Any]) -> None:
                            or Path(checkpoint.to_directory(str(local / "restored"))))
         elif config.get(RESUME_KEY):
             resume_from = _gather_kept(config[RESUME_KEY], local / "restored") or Path(config[RESUME_KEY])
-        train(cfg, TuneReporter(staging=local), checkpoint_dir=local / "checkpoints", resume_from=resume_from)
+        # Scratch checkpoints: tune.report copies each into Tune's storage, and they go with this trial.
+        train(cfg, TuneReporter(staging=local), checkpoint_dir=local / "checkpoints", resume_from=resume_from,
+              durable_checkpoints=False)
     finally:
         # Every reported checkpoint is in Tune's storage by now (tune.report copies it before it
         # returns): the local files are spent. Without this every trial leaves them in /tmp.

@@ -304,3 +304,15 @@ def test_lenet5_on_mnist_small_reaches_95_percent(data_dir):
     result = train(cfg)
     assert result["status"] == "completed"
     assert result["history"][-1]["val_acc"] >= 0.95, result["history"][-1]
+
+
+@pytest.mark.parametrize("durable, fsyncs_per_epoch", [(True, 2), (False, 0)])
+def test_scratch_checkpoints_are_not_fsynced(data_dir, tmp_path, monkeypatch, durable, fsyncs_per_epoch):
+    # Tune's trainable trains with durable_checkpoints=False: tune.report copies each file elsewhere.
+    calls = []
+    real_fsync = checkpoints.os.fsync
+    monkeypatch.setattr(checkpoints.os, "fsync", lambda fd: calls.append(fd) or real_fsync(fd))
+    result = train(config(data_dir, epochs=2), checkpoint_dir=tmp_path, durable_checkpoints=durable)
+    assert len(calls) == 2 * fsyncs_per_epoch
+    loaded, path = checkpoints.load_latest(tmp_path)
+    assert path.name == "epoch_0002.pt" and loaded["history"] == result["history"]
