@@ -2,12 +2,19 @@
 
 Ray's MLflowLoggerCallback logs one run per Ray trial, but cannot tag it with its Optuna trial number,
 state and prune reason, nor nest it under a study run, so this small callback does that. All logging
-happens in the driver, batched (``log_batch``: one call per epoch, not one per metric), and off Tune's
-event loop: a Tune function trainable waits at each report until the driver has handled it, and MLflow's
-calls took about 0.1 s of each trial there (bench/service_overhead.py). One writer thread makes them in
-order, creating a trial's run included; the searcher waits for the run's id to reach the Optuna trial
-before it tells it (``StudyBridge.pending_writes``). ``MlflowTrialLogger.close()`` waits for every write
-and raises the first error.
+happens in the driver, batched, and off Tune's event loop: a Tune function trainable waits at each report
+until the driver has handled it, and MLflow's calls took about 0.1 s of each trial there
+(bench/service_overhead.py). One writer thread makes them in order, creating a trial's run included; the
+searcher waits for the run's id to reach the Optuna trial before it tells it
+(``StudyBridge.pending_writes``). ``MlflowTrialLogger.close()`` waits for every write and raises the
+first error.
+
+Epoch metrics are written at most every ``METRICS_EVERY_S`` per run, and with the outcome when the trial
+ends. Each ``log_batch`` on a SQLite store costs the driver 13-17 ms of CPU, which on a small machine the
+trials compete for (session 10: about 240 ms of driver CPU per one-second trial); a trial of a few
+seconds now takes one batch for its epochs and outcome instead of one per epoch and one more. A run is
+at most that many seconds (plus an epoch) behind in the MLflow UI; a driver killed mid-trial loses those
+metrics from the run, which the next driver marks KILLED (Optuna keeps each epoch's value).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -27,6 +34,9 @@ from hpstudy.studies.storage import set_trial_attrs
 
 STUDY_TAG = "hpstudy.study"
 _EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
+METRICS_EVERY_S = 5.0
+# MLflow takes at most 1,000 metrics, params and tags in all per log_batch; the outcome's tags go first.
+_MAX_METRICS_PER_BATCH = 990
 
 
 def local_artifact_root(tracking_uri: str, workdir: Path) -> str | None:
@@ -85,6 +95,8 @@ class MlflowTrialLogger(Callback):
         self.parent_run_id = parent_run_id
         self.bridge = bridge
         self.runs: dict[str, Future] = {}  # Ray trial id -> its MLflow run id (the writer's future)
+        self.unwritten: dict[str, list[Metric]] = {}  # Ray trial id -> epoch metrics not yet written
+        self.written_at: dict[str, float] = {}  # Ray trial id -> when its metrics were last written
         self._writer: ThreadPoolExecutor | None = None  # started by the first write
         self._writes: list[Future] = []
 
@@ -99,6 +111,7 @@ class MlflowTrialLogger(Callback):
         params = {k: v for k, v in trial.config.items() if k != "resume_from"}
         run = self._write(self._open_run, optuna_trial, trial.trial_id, params)
         self.runs[trial.trial_id] = run
+        self.unwritten[trial.trial_id], self.written_at[trial.trial_id] = [], time.monotonic()
         # The Optuna trial must hold its run id before it is told: the searcher waits for this write.
         self.bridge.pending_writes.setdefault(trial.trial_id, []).append(run)
 
@@ -109,8 +122,11 @@ class MlflowTrialLogger(Callback):
             return
         now = int(time.time() * 1000)
         step = int(result["epoch"])
-        metrics = [Metric(k, float(result[k]), now, step) for k in _EPOCH_METRICS if k in result]
-        self._write(lambda: self.client.log_batch(run.result(), metrics=metrics))
+        unwritten = self.unwritten[trial.trial_id]
+        unwritten += [Metric(k, float(result[k]), now, step) for k in _EPOCH_METRICS if k in result]
+        if time.monotonic() - self.written_at[trial.trial_id] >= METRICS_EVERY_S:
+            self.unwritten[trial.trial_id], self.written_at[trial.trial_id] = [], time.monotonic()
+            self._write(lambda: self._log_metrics(run.result(), unwritten))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, "FINISHED")
@@ -151,16 +167,27 @@ class MlflowTrialLogger(Callback):
         run = self.runs.pop(trial.trial_id, None)
         if run is None:
             return
+        unwritten = self.unwritten.pop(trial.trial_id)
+        self.written_at.pop(trial.trial_id)
         # The searcher has told Optuna by now (Tune calls the searcher before callbacks).
         number = int(trial.config["optuna_trial_number"])
         outputs = (trial.last_result or {}).get("outputs_dir")
-        self._write(self._log_outcome, run, number, outputs, mlflow_status)
+        self._write(self._log_outcome, run, number, outputs, mlflow_status, unwritten)
 
-    def _log_outcome(self, run: Future, number: int, outputs: str | None, status: str) -> None:
+    def _log_metrics(self, run_id: str, metrics: list[Metric], tags: Sequence[RunTag] = ()) -> None:
+        # In slices, for MLflow's limit per call (a trial of many very short epochs).
+        if not metrics and not tags:
+            return
+        for start in range(0, max(len(metrics), 1), _MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + _MAX_METRICS_PER_BATCH],
+                                  tags=tags if start == 0 else ())
+
+    def _log_outcome(self, run: Future, number: int, outputs: str | None, status: str,
+                     unwritten: list[Metric]) -> None:
         run_id = run.result()
         frozen = self.bridge.study.get_trials(deepcopy=False)[number]  # read here, off Tune's thread
         metrics, tags = _outcome(frozen)
-        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self._log_metrics(run_id, unwritten + metrics, tags)
         if outputs and Path(outputs).is_dir():
             self.client.log_artifacts(run_id, outputs)
         self.client.set_terminated(run_id, status=status if frozen.state.name != "FAIL" else "FAILED")

@@ -9,7 +9,9 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from mlflow.entities import Metric, RunTag
 
+from hpstudy.studies import mlflow_tracking
 from hpstudy.studies.mlflow_tracking import MlflowTrialLogger
 from hpstudy.studies.optuna_tune import OptunaSearcher, StudyBridge
 
@@ -20,6 +22,7 @@ class RecordingClient:
 
     def __init__(self, fail: str | None = None, create_s: float = 0.0):
         self.calls: list[tuple[str, str]] = []
+        self.metric_steps: list[list[int]] = []  # per log_batch, the steps of its metrics
         self.fail = fail
         self.create_s = create_s
 
@@ -34,6 +37,7 @@ class RecordingClient:
         return SimpleNamespace(info=SimpleNamespace(run_id="run-0"))
 
     def log_batch(self, run_id, metrics=(), params=(), tags=()):
+        self.metric_steps.append(sorted({m.step for m in metrics}))
         self._record("log_batch:" + ("params" if params else "tags" if tags else "metrics"), run_id)
 
     def log_artifacts(self, run_id, path):
@@ -67,9 +71,10 @@ def test_writes_run_in_order_on_one_thread_and_close_waits_for_them():
     client = RecordingClient()
     logger = logged_trial(client)
     logger.close()
+    # A short trial: its two epochs go with the outcome, in one batch.
     assert [name for name, _ in client.calls] == [
-        "create_run", "log_batch:params", "log_batch:metrics", "log_batch:metrics", "log_batch:tags",
-        "set_terminated:FINISHED"]
+        "create_run", "log_batch:params", "log_batch:tags", "set_terminated:FINISHED"]
+    assert client.metric_steps == [[], [0, 1, 2]]  # epochs 1 and 2, and the outcome's step-0 metrics
     # Every call, creating the run included, is made by the one writer thread, off Tune's thread.
     assert {thread for _, thread in client.calls} == {"hpstudy-mlflow_0"}
     assert logger.bridge.study.trials[0].user_attrs["mlflow_run_id"] == "run-0"
@@ -84,7 +89,27 @@ def test_a_trial_is_told_only_once_it_holds_its_run_id():
     assert frozen.state == optuna.trial.TrialState.COMPLETE and frozen.user_attrs["mlflow_run_id"] == "run-0"
 
 
-def test_close_raises_a_failed_write():
+def test_epoch_metrics_are_written_once_metrics_every_s_have_passed(monkeypatch):
+    monkeypatch.setattr(mlflow_tracking, "METRICS_EVERY_S", 0.0)  # a long trial: each epoch is due at once
+    client = RecordingClient()
+    logged_trial(client).close()
+    assert [name for name, _ in client.calls] == [
+        "create_run", "log_batch:params", "log_batch:metrics", "log_batch:metrics", "log_batch:tags",
+        "set_terminated:FINISHED"]
+    assert client.metric_steps == [[], [1], [2], [0]]
+
+
+def test_metrics_go_in_slices_mlflow_accepts():
+    client = RecordingClient()
+    logger = MlflowTrialLogger(client, "0", "parent", None)
+    metrics = [Metric("val_acc", 0.5, 0, step) for step in range(2500)]
+    logger._log_metrics("run-0", metrics, [RunTag("optuna.state", "COMPLETE")])
+    assert [len(steps) for steps in client.metric_steps] == [990, 990, 520]  # 1,000 entities at most, tags included
+    assert [name for name, _ in client.calls] == ["log_batch:tags", "log_batch:metrics", "log_batch:metrics"]
+
+
+def test_close_raises_a_failed_write(monkeypatch):
+    monkeypatch.setattr(mlflow_tracking, "METRICS_EVERY_S", 0.0)
     logger = logged_trial(RecordingClient(fail="log_batch:metrics"))
     with pytest.raises(RuntimeError, match="log_batch:metrics failed for run-0"):
         logger.close()
