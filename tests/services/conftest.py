@@ -256,7 +256,7 @@ CHROMIUM = ("chromium", "chromium-browser")  # Debian, Ubuntu
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     """Debian's headless chromium driven by Selenium through the system chromedriver (no Selenium
     Manager: nothing is downloaded). Missing pieces fail the tests: CI must exercise them."""
     binary = next((shutil.which(name) for name in CHROMIUM if shutil.which(name)), None)
@@ -274,7 +274,11 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1200",
                 "--disable-gpu", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    # Its profile and its singleton-socket folder (which it leaves behind in $TMPDIR) go in the test's tmp.
+    scratch = tmp_path_factory.mktemp("chromium")
+    options.add_argument(f"--user-data-dir={scratch / 'profile'}")
+    service = Service(driver_path, env={**os.environ, "TMPDIR": str(scratch)})
+    driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(60)
     try:
         yield driver
