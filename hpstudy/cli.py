@@ -335,8 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def command() -> None:
     """The `hpstudy` executable: main(), then an exit without the interpreter's teardown.
 
-    By the time main() returns, every result is on disk (Optuna and MLflow committed, checkpoints
-    fsynced, Ray stopped) and printed; the teardown that followed, finalizing torch's, Ray's, MLflow's
+    By the time main() returns, every result is on disk (Optuna and MLflow committed, checkpoints in
+    Tune's storage, Ray stopped) and printed; the teardown that followed, finalizing torch's, Ray's, MLflow's
     and SQLAlchemy's objects one by one, took 2.2-2.4 s more before the shell got its prompt back
     (`hpstudy run lenet5-sgd-lr-bs --epochs 5`, two runs). The atexit handlers still run (logging's
     flush, Ray's and MLflow's own, temporary folders), then the standard streams are flushed. Should a

@@ -1,8 +1,9 @@
 """Atomic, checksummed checkpoint files: one dict per epoch, newest good one wins.
 
 A file is ``torch.save`` bytes followed by a footer holding their SHA-256, so a truncated or
-bit-flipped file is detected before unpickling. Files are written to a temp name, fsynced and renamed,
-so a crash mid-write never leaves a half file under a real name. Loading uses ``weights_only=True``.
+bit-flipped file is detected before unpickling. Files are written to a temp name and renamed, so a crash
+mid-write never leaves a half file under a real name; durable files are fsynced before the rename (scratch
+files that are copied elsewhere at once are not: see save_checkpoint). Loading uses ``weights_only=True``.
 """
 
 from __future__ import annotations
