@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "its first epoch (from 30%% into it on); each check scores 512 validation images")
     run.add_argument("--checkpoint-every-s", type=float,
                      help="write an epoch's checkpoint only once this many seconds have passed since the last "
-                          "(the last epoch's always; default: 0, every epoch): for epochs much shorter than a write")
+                          "(the last epoch's always; default: 30; 0: every epoch): a resume repeats at most this much")
     run.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
     run.add_argument("--cpus-per-trial", type=float, default=1.0, help="also the torch threads (default: 1)")
     run.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions pack trials on a GPU")

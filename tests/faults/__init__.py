@@ -132,7 +132,8 @@ ONE_POINT = {"lr": [0.05]}  # a one-point grid: one trial
 # state, or the data order, would show. About 1.5-3 s per epoch on one thread. (Dropout and augmentation
 # across a resume are covered in tests/trainables/test_engine.py; cnn_bn_dropout is 6-10x slower.)
 BASE = {"dataset": "mnist-small", "model": "lenet5", "optimizer": "momentum", "scheduler": "cosine",
-        "batch_size": 64, "epochs": EPOCHS, "train_size": 2000, "val_size": 200, "test_size": 200}
+        "batch_size": 64, "epochs": EPOCHS, "train_size": 2000, "val_size": 200, "test_size": 200,
+        "checkpoint_every_s": 0}  # a checkpoint every epoch: the kills land between them
 
 
 def register_one_point_study(monkeypatch) -> str:

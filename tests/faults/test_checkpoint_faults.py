@@ -250,7 +250,7 @@ def test_full_disk_raises_enospc_cleans_up_and_keeps_the_older_checkpoints(small
 
 TINY = ["--dataset", "synthetic", "--model", "mlp", "--model-arg", "hidden=[512]", "--train-size", "128",
         "--val-size", "64", "--test-size", "64", "--batch-size", "32", "--threads", "1", "--optimizer", "momentum",
-        "--lr", "0.05"]
+        "--lr", "0.05", "--checkpoint-every-s", "0"]  # a checkpoint every epoch, as these tests count them
 
 
 def test_training_under_ulimit_f_goes_on_and_says_each_checkpoint_was_not_written(tmp_path, data_dir):

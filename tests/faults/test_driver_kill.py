@@ -43,6 +43,7 @@ def test_kill_9_at_several_points_then_the_same_command_completes(tmp_path, data
     storage, mlflow_uri = f"sqlite:///{tmp_path}/hpstudy.db", f"sqlite:///{tmp_path}/mlflow.db"
     cmd = [sys.executable, "-m", "hpstudy", "run", STUDY, "--epochs", "3", "--train-size", "1000",
            "--val-size", "128", "--test-size", "128", "--max-concurrent", "1", "--storage", storage,
+           "--checkpoint-every-s", "0",  # a checkpoint every epoch: some kills land between them
            "--mlflow-tracking-uri", mlflow_uri, "--data-dir", data_dir, "--workdir", str(tmp_path / "runs")]
     killed_at = []
     for name, holds in POINTS.items():

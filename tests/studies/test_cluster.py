@@ -220,7 +220,8 @@ class NodeRemover(threading.Thread):
 def test_node_removed_mid_trial_continues_from_its_checkpoint_on_another_node(cluster, tmp_path, data_dir,
                                                                              monkeypatch):
     epochs = 8
-    overrides = {"train_size": 2000, "val_size": 200, "test_size": 200}
+    # A checkpoint every epoch: the node is removed between them.
+    overrides = {"train_size": 2000, "val_size": 200, "test_size": 200, "checkpoint_every_s": 0}
     storage = f"sqlite:///{tmp_path}/hpstudy.db"
     # The lr x batch-size grid without the stall rule, so whichever two points the grid sampler draws
     # (lr 0.001 sits at chance for a while), both train all their epochs.

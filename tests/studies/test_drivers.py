@@ -37,7 +37,8 @@ def staged(data_dir):
 def driver(tmp_path, storage, mlflow_uri, ray_address, data_dir, *extra, log_name="driver"):
     cmd = [sys.executable, "-m", "hpstudy", "run", STUDY, "--storage", storage, "--mlflow-tracking-uri", mlflow_uri,
            "--ray-address", ray_address, "--data-dir", data_dir, "--workdir", str(tmp_path / "runs"),
-           "--train-size", "256", "--val-size", "128", "--test-size", "128", "--max-concurrent", "1", *extra]
+           "--train-size", "256", "--val-size", "128", "--test-size", "128", "--max-concurrent", "1",
+           "--checkpoint-every-s", "0", *extra]  # a checkpoint every epoch: a driver is killed between them
     log = open(tmp_path / f"{log_name}.log", "w")
     return subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -24,6 +24,7 @@ def without_timing(history):
 def command(tmp_path, data_dir):
     return [sys.executable, "-m", "hpstudy", "run", "lenet5-sgd-lr-bs", "--epochs", str(EPOCHS),
             "--train-size", "2000", "--val-size", "128", "--test-size", "256", "--max-concurrent", "2",
+            "--checkpoint-every-s", "0",  # a checkpoint every epoch: the kills land between them
             "--storage", f"sqlite:///{tmp_path}/hpstudy.db", "--mlflow-tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
             "--data-dir", data_dir, "--workdir", str(tmp_path / "runs")]
 

@@ -7,6 +7,7 @@ import torch
 
 from hpstudy.trainables import StopTrial, TrainConfig, train
 from hpstudy.trainables import checkpoints
+from hpstudy.trainables.config import DEFAULT_CHECKPOINT_EVERY_S
 from hpstudy.trainables.datasets import DataNotFoundError, load_split
 from hpstudy.trainables.inits import INITS
 from hpstudy.trainables.loader import split_indices
@@ -17,7 +18,7 @@ from tests.trainables.helpers import Crash, CrashAfter, without_timing
 def config(data_dir, **kw) -> TrainConfig:
     base = {"dataset": "synthetic", "model": "mlp", "model_args": {"hidden": [32]}, "train_size": 256,
             "val_size": 128, "test_size": 128, "batch_size": 32, "epochs": 2, "lr": 0.05, "threads": 1,
-            "data_dir": data_dir}
+            "data_dir": data_dir, "checkpoint_every_s": 0}  # every epoch: the resume tests crash between them
     if kw.get("model", "mlp") != "mlp":
         del base["model_args"]
     return TrainConfig.from_dict({**base, **kw})
@@ -67,13 +68,23 @@ class CheckpointsReported:
 
 def test_checkpoint_every_s_writes_only_when_due_and_always_the_last_epoch(data_dir, tmp_path):
     every = CheckpointsReported()
-    train(config(data_dir, epochs=3), every, checkpoint_dir=tmp_path / "every")
+    train(config(data_dir, epochs=3, checkpoint_every_s=0), every, checkpoint_dir=tmp_path / "every")
     assert every.reported == [(1, True), (2, True), (3, True)]
 
     sparse = CheckpointsReported()
     train(config(data_dir, epochs=3, checkpoint_every_s=3600), sparse, checkpoint_dir=tmp_path / "sparse")
     assert sparse.reported == [(1, False), (2, False), (3, True)]
     assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "sparse")] == ["epoch_0003.pt"]
+
+
+def test_by_default_epochs_shorter_than_the_interval_are_not_checkpointed(data_dir, tmp_path):
+    values = config(data_dir, epochs=3).to_dict()
+    del values["checkpoint_every_s"]
+    cfg = TrainConfig.from_dict(values)
+    assert cfg.checkpoint_every_s == DEFAULT_CHECKPOINT_EVERY_S > 0
+    reported = CheckpointsReported()
+    train(cfg, reported, checkpoint_dir=tmp_path)  # epochs of milliseconds here
+    assert reported.reported == [(1, False), (2, False), (3, True)]
 
 
 def test_resume_with_sparse_checkpoints_repeats_the_unsaved_epochs_and_still_matches(data_dir, tmp_path):
