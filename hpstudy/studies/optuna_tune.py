@@ -56,14 +56,16 @@ class StudyBridge:
     # run id: a told trial takes no more attributes).
     pending_writes: dict[str, list[futures.Future]] = field(default_factory=dict)
 
-    def remaining(self) -> int:
-        """Trials still to start: the target minus trials that count (finished, running, queued)."""
-        counted = sum(not superseded(t) for t in self.study.get_trials(deepcopy=False))
-        return self.target - counted
+    def remaining(self, trials: list[optuna.trial.FrozenTrial] | None = None) -> int:
+        """Trials still to start: the target minus trials that count (finished, running, queued).
+        ``trials``: the study's trials, if the caller has just read them."""
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
+        return self.target - sum(not superseded(t) for t in trials)
 
-    def has_work(self) -> bool:
+    def has_work(self, trials: list[optuna.trial.FrozenTrial] | None = None) -> bool:
         """A trial to start: the target is not reached, or a trial is queued (enqueued, re-queued)."""
-        return self.remaining() > 0 or bool(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        trials = self.study.get_trials(deepcopy=False) if trials is None else trials
+        return self.remaining(trials) > 0 or any(t.state == TrialState.WAITING for t in trials)
 
     def running(self, mine: bool) -> list[int]:
         """Numbers of RUNNING trials of this driver (mine) or of the other drivers."""
@@ -90,8 +92,12 @@ class OptunaSearcher(Searcher):
         bridge = self.bridge
         while True:
             with bridge.lock:  # counting and creating a trial must not interleave with other drivers
-                recover_interrupted(bridge.study, from_dead_drivers_besides=bridge.driver_id)
-                if not bridge.has_work():
+                # The trials are read once for both steps (each read costs Tune's loop, and so the next
+                # trial, a few ms), and again only if dead drivers' trials were re-queued.
+                trials = bridge.study.get_trials(deepcopy=False)
+                if recover_interrupted(bridge.study, from_dead_drivers_besides=bridge.driver_id, trials=trials):
+                    trials = bridge.study.get_trials(deepcopy=False)
+                if not bridge.has_work(trials):
                     # Nothing to start now. Trials other drivers still run are waited for outside
                     # Tune (run_study), where no idle actor holds a CPU their trials may need.
                     return Searcher.FINISHED
@@ -214,18 +220,23 @@ class CheckpointRecorder(Callback):
 
 
 def recover_interrupted(study: optuna.Study, *, of_driver: str | None = None,
-                        from_dead_drivers_besides: str | None = None) -> list[int]:
+                        from_dead_drivers_besides: str | None = None,
+                        trials: list[optuna.trial.FrozenTrial] | None = None) -> list[int]:
     """Interrupted trials: mark them FAIL and queue their parameters again with their newest checkpoint,
     so that a driver continues them. Either this driver's own trials when it stops (``of_driver``), or
     the trials of drivers that are gone (``from_dead_drivers_besides``: this driver's id). Call it under
-    the study lock. Returns the numbers re-queued."""
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    the study lock. ``trials``: the study's trials, if the caller has just read them under that lock.
+    Returns the numbers re-queued."""
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    running = [t for t in trials if t.state == TrialState.RUNNING]
     if of_driver is not None:
         interrupted = [t for t in running if t.user_attrs.get(DRIVER_ATTR) == of_driver]
     else:
-        live = set(live_drivers(study)) if running else set()
-        live.add(from_dead_drivers_besides)
-        interrupted = [t for t in running if t.user_attrs.get(DRIVER_ATTR) not in live]
+        others = [t for t in running if t.user_attrs.get(DRIVER_ATTR) != from_dead_drivers_besides]
+        # The leases are read only when another driver's trial runs (one query, on every new trial).
+        live = set(live_drivers(study)) if others else set()
+        interrupted = [t for t in others if t.user_attrs.get(DRIVER_ATTR) not in live]
     requeued = []
     for frozen in interrupted:
         params = _params_to_requeue(frozen)

@@ -286,3 +286,28 @@ def test_set_trial_attrs_writes_every_attribute_in_one_commit_on_an_rdb(tmp_path
     study.tell(trial, 1.0)
     with pytest.raises(RuntimeError):  # a finished trial is refused, as by Optuna's own call
         storages.set_trial_attrs(study, trial._trial_id, {"status": "late"})
+
+
+def test_recovering_reads_the_leases_only_when_another_drivers_trial_runs(tmp_path, monkeypatch):
+    # The searcher calls recover_interrupted before every new trial with the trials it has just read.
+    from hpstudy.studies import optuna_tune
+    from hpstudy.studies.drivers import DRIVER_ATTR
+
+    study = optuna.create_study(study_name="r", storage=storages.open_storage(f"sqlite:///{tmp_path}/h.db"))
+    mine = study.ask()
+    mine.set_user_attr(DRIVER_ATTR, "me")
+    mine.suggest_float("lr", 0.01, 0.1)
+    reads = []
+    monkeypatch.setattr(optuna_tune, "live_drivers", lambda s: reads.append(1) or [])
+    trials = study.get_trials(deepcopy=False)
+    assert optuna_tune.recover_interrupted(study, from_dead_drivers_besides="me", trials=trials) == []
+    assert reads == []  # only this driver's trial runs: no lease to read
+
+    theirs = study.ask()  # a driver that is gone (its lease is not among the live ones)
+    theirs.set_user_attr(DRIVER_ATTR, "gone")
+    theirs.suggest_float("lr", 0.01, 0.1)
+    trials = study.get_trials(deepcopy=False)
+    assert optuna_tune.recover_interrupted(study, from_dead_drivers_besides="me", trials=trials) == [theirs.number]
+    assert reads == [1]
+    states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    assert states == ["RUNNING", "FAIL", "WAITING"]  # its parameters are queued again; ours untouched
