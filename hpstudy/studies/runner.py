@@ -370,8 +370,10 @@ class RayStart:
         self._ready.wait()
         try:
             if ray.is_initialized():
-                stop_autoscaler_monitor()
-                ray.shutdown()
+                try:
+                    stop_autoscaler_monitor()
+                finally:  # whatever that met, Ray is shut down
+                    ray.shutdown()
         finally:
             self._stop.set()
             self._thread.join()
