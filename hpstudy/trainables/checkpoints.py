@@ -1,4 +1,4 @@
-"""Atomic, checksummed checkpoint files: one dict per epoch, newest good one wins.
+"""Atomic, checksummed checkpoint files: one dict per checkpointed epoch, newest good one wins.
 
 A file is ``torch.save`` bytes followed by a footer holding their SHA-256, so a truncated or
 bit-flipped file is detected before unpickling. Files are written to a temp name and renamed, so a crash

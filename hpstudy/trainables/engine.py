@@ -69,7 +69,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
           resume_from: Path | None = None, durable_checkpoints: bool = True) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns the result dict (also given to ``reporter.finish``).
 
-    checkpoint_dir: where each epoch's checkpoint is written (None: no checkpoints).
+    checkpoint_dir: where an epoch's checkpoint is written when one is due (cfg.checkpoint_every_s; the last
+    epoch's always). None: no checkpoints.
     durable_checkpoints: False when checkpoint_dir is scratch whose files the reporter copies elsewhere
     (see checkpoints.save_checkpoint).
     resume_from: a directory of checkpoints; the newest good one is continued from, if any.

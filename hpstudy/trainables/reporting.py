@@ -17,7 +17,8 @@ class StopTrial(Exception):
 
 class Reporter(Protocol):
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        """Once per epoch, after that epoch's checkpoint is on disk; with checks_per_epoch > 1 also inside
+        """Once per epoch; ``checkpoint_dir`` once that epoch's checkpoint is on disk, None when none was due
+        (``checkpoint_every_s``). With checks_per_epoch > 1 also inside
         each epoch, with ``partial`` set, no checkpoint, and val metrics of a validation sample. Every
         report has ``step``, its number counting all reports (the pruner's step). May raise StopTrial."""
 

@@ -28,7 +28,7 @@ OUTPUTS_DIR = "outputs"  # in the trial's folder in Tune's storage path: history
 
 
 class TuneReporter:
-    """Reports each epoch to Ray Tune with the newest checkpoint, and the final result once.
+    """Reports each epoch to Ray Tune (with its checkpoint when one was written), and the final result once.
 
     Every report carries the Ray node that ran it (``node_id``), and the final result also the epoch
     this run continued from (``resumed_from_epoch``, 0 when it started fresh), so a trial that a dead

@@ -1,19 +1,9 @@
 """The local Ray that `hpstudy run` starts and stops (runner.RayStart), with a real Ray."""
 
-import os
-
 import ray
 
+from hpstudy.processes import pid_exists as alive  # Ray reaps the processes it stops: no zombie stays
 from hpstudy.studies.runner import RayStart, stop_autoscaler_monitor
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone too
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_the_monitor_goes_first_while_the_gcs_still_runs_and_stop_leaves_no_ray_process():
