@@ -4,7 +4,9 @@ the same machine, in the same run.
 
 The trials are short, as the issue asks (a few seconds each): the shipped `mlp-optimizers` definition (six
 optimizers at lr 0.01) on 4,000 mnist-small training images, 3 epochs, seeds 0-3, one trial at a time with
-2 threads on both sides (`--threads 1` leaves the second core to the driver and Ray).
+2 threads on both sides (`--threads 1` leaves the second core to the driver and Ray). 3 epochs took 1.1-1.2 s
+on the 2-core AMD EPYC this was written on and 0.44 s on a 2-core Xeon with AVX-512 (session 11):
+`--epochs 15` gives that machine trials of a few seconds again (every epoch is one more report per trial).
 
 Both sides start as a new Python process and pay their own imports (the loop: torch and the engine), so
 the comparison is what a user sees: `python my_loop.py` against `hpstudy run`. Each side's time per trial
@@ -21,7 +23,7 @@ a user's next study on a cluster: a Ray head this script starts once (`--ray-add
 well under a second) and SQLite files whose Optuna and MLflow tables exist. The idle head takes about 5%
 of one core while the other sides run.
 
-    python bench/service_overhead.py [--threads 2] [--rounds 2] [--warm]
+    python bench/service_overhead.py [--threads 2] [--rounds 2] [--warm] [--epochs 3]
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from hpstudy.studies.runner import RunSettings, plan_run
 from hpstudy.trainables import TrainConfig, train
 
 DEFINITION = "mlp-optimizers"
-EPOCHS, SEEDS = 3, (0, 1, 2, 3)
+EPOCHS, SEEDS = 3, (0, 1, 2, 3)  # EPOCHS: the default of --epochs
 SIZES = {"train_size": 4000, "val_size": 1000, "test_size": 1000}
 GOAL_SHARE, GOAL_PER_TRIAL_S = 0.10, 0.2
 
@@ -60,9 +62,9 @@ print(json.dumps(ends))
 """
 
 
-def configurations(data_dir: str, threads: int) -> list[dict]:
+def configurations(data_dir: str, threads: int, epochs: int) -> list[dict]:
     """The study's trials as TrainConfig values, taken from the same plan `hpstudy run` makes."""
-    plan = plan_run(RunSettings(definition=DEFINITION, storage="sqlite:///:memory:", epochs=EPOCHS, seeds=SEEDS,
+    plan = plan_run(RunSettings(definition=DEFINITION, storage="sqlite:///:memory:", epochs=epochs, seeds=SEEDS,
                                 overrides=SIZES, cpus_per_trial=threads, data_dir=data_dir))
     suggest = plan.suggest()  # the parameters a trial at each grid point gets, seed included
     return [{**plan.base, **suggest(optuna.trial.FixedTrial(point))} for point in grid_points(plan.grid)]
@@ -80,7 +82,8 @@ def bare_loop(configs: list[dict]) -> tuple[float, float]:
     return time.perf_counter() - started, per_trial(json.loads(out.splitlines()[-1]))
 
 
-def study(root: Path, data_dir: str, threads: int, n: int, ray_address: str | None = None) -> tuple[float, float]:
+def study(root: Path, data_dir: str, threads: int, epochs: int, n: int,
+          ray_address: str | None = None) -> tuple[float, float]:
     """(wall time of the `hpstudy run` process, its time per trial), with empty SQLite files; with a
     running Ray at ``ray_address`` and the files' tables created beforehand (warm)."""
     root.mkdir()
@@ -93,7 +96,7 @@ def study(root: Path, data_dir: str, threads: int, n: int, ray_address: str | No
         MlflowClient(f"sqlite:///{root}/mlflow.db").search_experiments()  # creates MLflow's tables
     command = [str(Path(sys.executable).with_name("hpstudy")), "run", DEFINITION, "--storage", storage,
                "--mlflow-tracking-uri", f"sqlite:///{root}/mlflow.db", "--workdir", str(root / "runs"),
-               "--data-dir", data_dir, "--epochs", str(EPOCHS), "--seeds", ",".join(map(str, SEEDS)),
+               "--data-dir", data_dir, "--epochs", str(epochs), "--seeds", ",".join(map(str, SEEDS)),
                "--max-concurrent", "1", "--cpus-per-trial", str(threads),
                *itertools.chain.from_iterable((f"--{k.replace('_', '-')}", str(v)) for k, v in SIZES.items()),
                *(("--ray-address", ray_address) if ray_address else ())]
@@ -136,26 +139,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="threads per trial, loop and study (default 2)")
     parser.add_argument("--rounds", type=int, default=2, help="loop/study pairs, alternating (default 2)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs per trial (default %(default)s)")
     parser.add_argument("--warm", action="store_true", help="also run the study against a running Ray and existing tables")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = scratch_dir("hpstudy-overhead-")
     data_dir = str(root / "data")
-    configs = configurations(data_dir, args.threads)
+    configs = configurations(data_dir, args.threads, args.epochs)
     n = len(configs)
     train(TrainConfig.from_dict({**configs[0], "epochs": 1}))  # unpack the bundled data into data_dir
     print(f"machine: {machine()}; {args.threads} thread(s) per trial; {n} trials of {DEFINITION}, "
-          f"{EPOCHS} epochs on {SIZES['train_size']} images")
+          f"{args.epochs} epochs on {SIZES['train_size']} images")
     ray_address = start_ray_head() if args.warm else None
     rows, warm_rows = [], []
     for round_ in range(1, args.rounds + 1):
         loop, loop_per_trial = bare_loop(configs)
-        rows.append(compared(loop, loop_per_trial, *study(root / f"study-{round_}", data_dir, args.threads, n), n))
+        rows.append(compared(loop, loop_per_trial,
+                             *study(root / f"study-{round_}", data_dir, args.threads, args.epochs, n), n))
         print(f"round {round_}: bare loop {loop:.1f} s ({loop_per_trial:.2f} s per trial); hpstudy run "
               f"{described(rows[-1])}", flush=True)
         if ray_address:
             warm_rows.append(compared(loop, loop_per_trial,
-                                      *study(root / f"warm-{round_}", data_dir, args.threads, n, ray_address), n))
+                                      *study(root / f"warm-{round_}", data_dir, args.threads, args.epochs, n,
+                                            ray_address), n))
             print(f"  warm (Ray running, tables there): {described(warm_rows[-1])}", flush=True)
     if warm_rows:
         loop, warm, extra, fixed, _ = (statistics.median(column) for column in zip(*warm_rows))

@@ -352,8 +352,9 @@ def _best_summary(trials: list[FrozenTrial], meta: dict[str, Any]) -> str:
     best = _best(trials, meta["direction"])
     if best is None:
         return f"No finished trial yet ({len(trials)} trials: {_state_counts(trials) or 'none'})."
+    epochs = _epochs_run(best)
     return "\n".join([
-        f"Best trial: #{best.number} ({_epochs_run(best)} epochs run)",
+        f"Best trial: #{best.number} ({epochs} epoch{'s' if epochs != 1 else ''} run)",
         f"Value ({_value_words(meta)}): {_fmt_value(best.value, meta['metric'])}",
         f"Params: {_fmt_params(best.params) or '(none)'}",
         f"Test accuracy, %: {_fmt_value(_test_acc(best))}",

@@ -8,13 +8,17 @@ pruner, direction, epochs or data setting is refused.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import signal
 import socket
+import sys
+import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -212,6 +216,72 @@ def check_ray_address(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
         raise ConfigError("ray_address", f"cannot reach a Ray head at {address}: {exc.strerror or exc}") from None
+
+
+def ray_address(settings: RunSettings) -> str:
+    """The Ray cluster a run attaches to, or "local" for a Ray of its own."""
+    return settings.ray_address or os.environ.get("RAY_ADDRESS") or "local"
+
+
+def attach_to_cluster(settings: RunSettings) -> RayStart | None:
+    """Connect to the run's Ray cluster before anything is written (None when the run starts a Ray of its
+    own, which then overlaps the setup). A head can accept TCP and still refuse the driver: one that uses
+    token authentication refuses a driver without its token (Ray's `ray start --head` turns token auth on
+    by itself when ~/.ray/auth_token exists, which any earlier local run leaves there), and Ray retries
+    that for 20 s, then raises a traceback. Refused here, the run ends with one line and leaves no study
+    and no MLflow run behind. Attaching takes about a second, so nothing is lost by not overlapping it."""
+    import ray
+
+    address = ray_address(settings)
+    if address == "local" or ray.is_initialized():
+        return None
+    with stderr_held() as held:
+        ray_start = RayStart(address)
+        try:
+            ray_start.wait()
+        except Exception as exc:
+            ray_start.stop()
+            held.drop()  # Ray's C++ client wrote a warning per retry (20 for a refused token): ours says it
+            raise ConfigError("ray_address", cluster_refusal(address, exc)) from None
+    return ray_start
+
+
+class stderr_held(contextlib.AbstractContextManager):
+    """File descriptor 2 held in a temporary file for the block (C++ code such as Ray's writes there
+    directly, past sys.stderr), then written out, unless ``drop()`` was called."""
+
+    def __enter__(self) -> "stderr_held":
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        self._file = tempfile.TemporaryFile()
+        os.dup2(self._file.fileno(), 2)
+        self._keep = True
+        return self
+
+    def drop(self) -> None:
+        self._keep = False
+
+    def __exit__(self, *exc) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        with self._file:
+            if self._keep:
+                self._file.seek(0)
+                while chunk := self._file.read(1 << 16):  # to fd 2, where it was going
+                    os.write(2, chunk)
+
+
+def cluster_refusal(address: str, exc: BaseException) -> str:
+    """What a user can act on, from ``ray.init``'s error (Ray names the cause only in the chained one)."""
+    chain = "".join(traceback.format_exception(exc))
+    if "AuthenticationError" in chain or "InvalidAuthToken" in chain:
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        return (f"the Ray cluster at {address} uses token authentication and refused this driver "
+                f"(RAY_AUTH_MODE {mode}): set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN) "
+                f"to the token its nodes were started with")
+    cause = exc.__cause__ or exc
+    return f"cannot connect to the Ray cluster at {address}: {type(cause).__name__}: {str(cause).splitlines()[0]}"
 
 
 def check_writable_dir(field_name: str, path: Path) -> None:
@@ -427,10 +497,12 @@ class StudyInterrupted(Exception):
         self.numbers = numbers
 
 
-def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.Study:
+def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
+              cluster: RayStart | None = None) -> optuna.Study:
     """Run the planned study to its target; returns the study (reload it for the final state).
     ``on_ready`` is called once the setup is done (study, MLflow, Ray) and trials are about to start:
-    the CLI arms its SIGTERM handler there, so a signal never lands inside a database migration."""
+    the CLI arms its SIGTERM handler there, so a signal never lands inside a database migration.
+    ``cluster``: the connection ``attach_to_cluster`` made (run_study makes it otherwise), stopped at the end."""
     import ray
     from ray import tune
 
@@ -442,6 +514,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
     from hpstudy.trainables.trainable import tune_trainable
 
     settings = plan.settings
+    ray_start = cluster or attach_to_cluster(settings)  # before anything is written: a refusal leaves nothing
     # Tune's experiment snapshot is not the source of truth here (Optuna's storage is): its warning
     # about snapshotting "too often" with CheckpointConfig(num_to_keep) is noise for our users.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -450,13 +523,12 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # MLflow prints "View run ..." links for every run on a tracking server, between the progress lines.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    workdir = Path(settings.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    sampler = make_sampler(plan.sampler, plan.grid, plan.seed)
-    pruner = make_pruner(plan.pruner, plan.epochs, int(plan.base.get("checks_per_epoch", 1)))
-    lock = storages.StudyLock(settings.storage, plan.study_name)
-    ray_start: RayStart | None = None
     try:
+        workdir = Path(settings.workdir).resolve()
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sampler = make_sampler(plan.sampler, plan.grid, plan.seed)
+        pruner = make_pruner(plan.pruner, plan.epochs, int(plan.base.get("checks_per_epoch", 1)))
+        lock = storages.StudyLock(settings.storage, plan.study_name)
         with lock:  # a second driver starting at the same moment must find one study and one parent run
             study = optuna.create_study(study_name=plan.study_name, storage=storages.open_storage(settings.storage),
                                         sampler=sampler, pruner=pruner, direction=plan.definition.direction,
@@ -466,7 +538,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
                                  lock=lock)
             if bridge.has_work() and not ray.is_initialized():
                 # Ray starts (seconds) while MLflow creates or opens its store (seconds too on a first run).
-                ray_start = RayStart(settings.ray_address or os.environ.get("RAY_ADDRESS") or "local")
+                ray_start = RayStart("local")
             # Imported once Ray is starting (1.4-1.9 s here), so that the import overlaps Ray's start too.
             from mlflow.tracking import MlflowClient
 
@@ -519,7 +591,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None) -> optuna.
                 continue
             if not ray.is_initialized():
                 if ray_start is None:  # work appeared later (another driver died): start Ray now
-                    ray_start = RayStart(settings.ray_address or os.environ.get("RAY_ADDRESS") or "local")
+                    ray_start = RayStart(ray_address(settings))
                 ray_start.wait()
             rounds += 1
             resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}

@@ -133,6 +133,30 @@ def test_servers_listen_on_loopback_only_and_show_no_secret(services, postgres):
             assert secret not in cmdline, f"process {entry.name} shows a secret: {cmdline[:200]!r}"
 
 
+def test_a_driver_without_the_clusters_token_is_one_line_and_writes_nothing(services, data_dir, tmp_path):
+    """The head runs with token auth; a driver without the token (RAY_AUTH_MODE unset, and a home with no
+    ~/.ray/auth_token) is refused. Ray retries that for 20 s with a warning per retry on fd 2 and then a
+    traceback; hpstudy says it in one line, before the study or an MLflow run exists."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    study = "refused-driver"
+    cmd = [str(BIN / "hpstudy"), "run", STUDY, "--study-name", study, "--storage", services.optuna_storage,
+           "--mlflow-tracking-uri", services.mlflow_url, "--ray-address", services.ray_address,
+           "--epochs", "1", "--train-size", "256", "--val-size", "128", "--test-size", "128", "--n-trials", "1",
+           "--data-dir", data_dir, "--workdir", str(cwd / "runs")]
+    env = {**_clean_env(), "HOME": str(home), "PGPASSFILE": services.env["PGPASSFILE"]}  # no RAY_AUTH_*
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=cwd, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("hpstudy: error: ray_address: ") and "token authentication" in line, line
+    assert "RAY_AUTH_MODE=token" in line and services.ray_address in line
+    assert list(cwd.iterdir()) == [] and list(home.iterdir()) == []
+    assert study not in {s.study_name for s in optuna.get_all_study_summaries(services.optuna_storage)}
+    assert MlflowClient(services.mlflow_url).get_experiment_by_name(study) is None
+
+
 # ------------------------------------------------------------------------------------------ the browser
 
 class Page:
