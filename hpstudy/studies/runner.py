@@ -235,7 +235,7 @@ def attach_to_cluster(settings: RunSettings) -> RayStart | None:
     address = ray_address(settings)
     if address == "local" or ray.is_initialized():
         return None
-    with stderr_held() as held:
+    with HeldStderr() as held:
         ray_start = RayStart(address)
         try:
             ray_start.wait()
@@ -246,11 +246,11 @@ def attach_to_cluster(settings: RunSettings) -> RayStart | None:
     return ray_start
 
 
-class stderr_held(contextlib.AbstractContextManager):
+class HeldStderr(contextlib.AbstractContextManager):
     """File descriptor 2 held in a temporary file for the block (C++ code such as Ray's writes there
     directly, past sys.stderr), then written out, unless ``drop()`` was called."""
 
-    def __enter__(self) -> "stderr_held":
+    def __enter__(self) -> "HeldStderr":
         sys.stderr.flush()
         self._saved = os.dup(2)
         self._file = tempfile.TemporaryFile()
@@ -276,10 +276,11 @@ def cluster_refusal(address: str, exc: BaseException) -> str:
     """What a user can act on, from ``ray.init``'s error (Ray names the cause only in the chained one)."""
     chain = "".join(traceback.format_exception(exc))
     if "AuthenticationError" in chain or "InvalidAuthToken" in chain:
-        mode = os.environ.get("RAY_AUTH_MODE", "unset")
-        return (f"the Ray cluster at {address} uses token authentication and refused this driver "
-                f"(RAY_AUTH_MODE {mode}): set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN) "
-                f"to the token its nodes were started with")
+        mode = os.environ.get("RAY_AUTH_MODE")
+        here = f"RAY_AUTH_MODE={mode}" if mode else "RAY_AUTH_MODE is unset"
+        return (f"the Ray cluster at {address} uses token authentication and refused this driver ({here}): "
+                f"set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=FILE (or RAY_AUTH_TOKEN) to the token its "
+                f"nodes were started with")
     cause = exc.__cause__ or exc
     return f"cannot connect to the Ray cluster at {address}: {type(cause).__name__}: {str(cause).splitlines()[0]}"
 

@@ -24,3 +24,39 @@ def test_the_monitor_goes_first_while_the_gcs_still_runs_and_stop_leaves_no_ray_
     assert not ray.is_initialized()
     left = [pid for pids in processes.values() for pid in pids if alive(pid)]
     assert left == []
+
+
+def test_held_stderr_writes_out_what_the_block_wrote_to_fd_2_unless_dropped(capfd):
+    import os
+
+    from hpstudy.studies.runner import HeldStderr
+
+    with HeldStderr():
+        os.write(2, b"kept: a warning of a connection that worked\n")  # as C++ code writes, past sys.stderr
+    with HeldStderr() as held:
+        os.write(2, b"dropped: a warning per retry\n")
+        held.drop()
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "kept: a warning of a connection that worked\nafter\n"
+
+
+def test_a_refused_token_is_told_apart_from_other_connection_errors(monkeypatch):
+    from hpstudy.studies.runner import cluster_refusal
+
+    def raised(inner: Exception) -> Exception:  # as ray.init raises: its ConnectionError from the real cause
+        try:
+            try:
+                raise inner
+            except Exception as exc:
+                raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from exc
+        except ConnectionError as outer:
+            return outer
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    refused = cluster_refusal("head:6379", raised(RuntimeError(
+        "Failed to connect to GCS. ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken")))
+    assert "uses token authentication" in refused and "RAY_AUTH_MODE is unset" in refused
+    assert "set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH" in refused
+    other = cluster_refusal("head:6379", raised(RuntimeError("Version mismatch: Ray 2.60.0 here, 2.59.0 there\nmore")))
+    assert other == ("cannot connect to the Ray cluster at head:6379: RuntimeError: Version mismatch: "
+                     "Ray 2.60.0 here, 2.59.0 there")
