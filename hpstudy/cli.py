@@ -183,7 +183,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"hpstudy: warning: {warning}", file=sys.stderr)
     print(f"hpstudy run: study {plan.study_name!r} ({plan.definition.name}: {plan.sampler} sampler, "
-          f"{plan.pruner} pruner, {plan.target} trials, {plan.epochs} epochs) in {shown(settings.storage)}; "
+          f"{plan.pruner} pruner, {plan.target} trials, {plan.epochs} epoch{'s' if plan.epochs != 1 else ''}) in "
+          f"{shown(settings.storage)}; "
           f"MLflow {shown(settings.mlflow_tracking_uri)}", flush=True)
     signal.signal(signal.SIGTERM, _stop_gracefully)
     try:

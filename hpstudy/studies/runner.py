@@ -382,8 +382,14 @@ def _check_points(base: dict[str, Any], space, grid: dict[str, list[Any]] | None
 
 
 def _first_point(space) -> dict[str, Any]:
-    """One point of a define-by-run space, drawn in memory."""
-    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    """One point of a define-by-run space, drawn in memory (without Optuna's line about creating a study:
+    no study is created, and a rejected command says only its one line)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     return space.suggest(trial)
 
 

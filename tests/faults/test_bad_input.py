@@ -87,6 +87,9 @@ CASES: dict[str, Case] = {
     "cpus-per-trial 0": run_case("lenet5-sgd-lr-bs", "--cpus-per-trial", "0", field="cpus_per_trial"),
     "max-concurrent 0": run_case("lenet5-sgd-lr-bs", "--max-concurrent", "0", field="max_concurrent"),
     "train-size 0": run_case("lenet5-sgd-lr-bs", "--data-dir", "{data}", "--train-size", "0", field="train_size"),
+    # A define-by-run space: its point is drawn in memory for the checks, without Optuna's line about that.
+    "tpe study, train-size above the data": run_case("lenet5-tpe", "--data-dir", "{data}", "--n-trials", "2",
+                                                     "--train-size", "99999", field="train_size"),
     "checkpoint-every-s -1": run_case("lenet5-sgd-lr-bs", "--data-dir", "{data}", "--checkpoint-every-s", "-1",
                                       field="checkpoint_every_s"),
     "gpus on a machine without one": run_case("lenet5-sgd-lr-bs", "--gpus-per-trial", "1", field="gpus_per_trial"),
