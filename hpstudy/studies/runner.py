@@ -488,12 +488,21 @@ def let_trials_take_prestarted_workers() -> None:
     getattr(class_cache, "DEFAULT_ENV_VARS", {}).pop("PL_DISABLE_FORK", None)
 
 
-class _NotMainThreadWarning(logging.Filter):
+class _Without(logging.Filter):
+    """Drops the log records whose message contains ``text`` (if a library rewords it, it simply shows)."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "not the main thread" not in record.getMessage()
+        return self.text not in record.getMessage()
 
 
-_NOT_MAIN_THREAD_WARNING = _NotMainThreadWarning()
+_NOT_MAIN_THREAD_WARNING = _Without("not the main thread")
+# Tune's advice after an interrupted fit ("Resume experiment with: Tuner.restore(...)") does not apply here:
+# the same `hpstudy run` command continues the study from the Optuna storage, and the CLI says so.
+_TUNE_RESTORE_ADVICE = _Without("Tuner.restore(")
 
 
 class StudyInterrupted(Exception):
@@ -530,6 +539,10 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # MLflow prints "View run ..." links for every run on a tracking server, between the progress lines.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("ray.tune.tune").addFilter(_TUNE_RESTORE_ADVICE)  # added once (the same object)
+    # Tune's results summary after a stop warns, with a FileNotFoundError, about trials stopped before their
+    # first result; hpstudy reads results from Optuna, not from that summary.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     try:
         workdir = Path(settings.workdir).resolve()
         workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
