@@ -51,6 +51,7 @@ class StudyBridge:
     driver_id: str | None = None  # this driver's lease id, tagged on every trial it starts
     trials: dict[str, optuna.Trial] = field(default_factory=dict)  # Ray trial id -> Optuna trial
     histories: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # per epoch
+    reported: dict[str, set[int]] = field(default_factory=dict)  # steps whose value Optuna holds, per trial
     prune_reasons: dict[str, str] = field(default_factory=dict)
     # Writes other callbacks make off Tune's thread that must land before a trial is told (e.g. its MLflow
     # run id: a told trial takes no more attributes).
@@ -119,18 +120,20 @@ class OptunaSearcher(Searcher):
             values = {**bridge.base, **params}
             bridge.trials[trial_id] = trial
             bridge.histories[trial_id] = {}
+            bridge.reported[trial_id] = set()
             config = {**values, "optuna_trial_number": trial.number}
             if trial.user_attrs.get(RESUME_KEY):
                 config[RESUME_KEY] = trial.user_attrs[RESUME_KEY]
-                self._carry_over_reports(trial)
+                self._carry_over_reports(trial_id, trial)
             return config
 
-    def _carry_over_reports(self, trial: optuna.Trial) -> None:
+    def _carry_over_reports(self, trial_id: str, trial: optuna.Trial) -> None:
         # The engine resumes after its checkpoint and reports only later epochs: copy the earlier ones
         # from the interrupted trial, so pruners and dashboards see the whole curve.
         previous = self.bridge.study.get_trials(deepcopy=False)[trial.user_attrs["retry_of"]]
         for step, value in sorted(previous.intermediate_values.items()):
             trial.report(value, step)
+        self.bridge.reported[trial_id] = set(previous.intermediate_values)
 
     def _check(self, trial: optuna.Trial, values: dict[str, Any]) -> bool:
         try:
@@ -151,6 +154,7 @@ class OptunaSearcher(Searcher):
         # Done long before as a rule. A failed write raises where its writer is closed, not here.
         futures.wait(bridge.pending_writes.pop(trial_id, ()))
         history = [row for _, row in sorted(bridge.histories.pop(trial_id, {}).items())]
+        bridge.reported.pop(trial_id, None)
         final = _final_result(result)
         attrs: dict[str, Any] = {"history": history}
         if final is not None:
@@ -198,7 +202,12 @@ class OptunaPruningScheduler(FIFOScheduler):
             # Keyed by epoch: a trial retried from its checkpoint may report an epoch again (Optuna
             # itself keeps the first report of a step and ignores the repeat).
             bridge.histories[trial.trial_id][epoch] = {k: result[k] for k in _HISTORY_KEYS if k in result}
-        optuna_trial.report(value, step=step)
+        # A trial Tune retried from its checkpoint repeats the steps after it: Optuna keeps the first value
+        # of a step and warns about the repeat, which is expected here, so it is not sent again.
+        reported = bridge.reported.setdefault(trial.trial_id, set())
+        if step not in reported:
+            optuna_trial.report(value, step=step)
+            reported.add(step)
         if step < int(bridge.base["epochs"]) * checks and optuna_trial.should_prune():
             pruner = type(bridge.study.pruner).__name__
             where = f"epoch {epoch}" if checks == 1 else f"step {step} ({step / checks:.2f} epochs)"
