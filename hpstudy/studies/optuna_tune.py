@@ -199,8 +199,8 @@ class OptunaPruningScheduler(FIFOScheduler):
         step = int(result.get("step", epoch * checks))  # epoch x checks_per_epoch at an epoch's end
         value = float(result[METRIC])
         if not result.get("partial"):
-            # Keyed by epoch: a trial retried from its checkpoint may report an epoch again (Optuna
-            # itself keeps the first report of a step and ignores the repeat).
+            # Keyed by epoch: a trial retried from its checkpoint may report an epoch again (the engine is
+            # deterministic, so with the same values).
             bridge.histories[trial.trial_id][epoch] = {k: result[k] for k in _HISTORY_KEYS if k in result}
         # A trial Tune retried from its checkpoint repeats the steps after it: Optuna keeps the first value
         # of a step and warns about the repeat, which is expected here, so it is not sent again.
