@@ -8,6 +8,7 @@ are found by this test's private Ray temp dir, so another test's (or user's) Ray
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -28,10 +29,14 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports: each socket stays bound until all are chosen (one at a time, the kernel
+    may hand out a port it has just freed again: Ray's head once got the same port for two components)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def _clean_env() -> dict[str, str]:
@@ -126,10 +131,10 @@ class RayHead(Process):
         token_file.touch(mode=0o600)
         token_file.write_text(self.token)
         self.env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
-        self.port = free_port()
-        ports = {"--port": self.port, "--node-manager-port": free_port(), "--object-manager-port": free_port(),
-                 "--dashboard-agent-listen-port": free_port(), "--dashboard-agent-grpc-port": free_port(),
-                 "--runtime-env-agent-port": free_port(), "--metrics-export-port": free_port()}
+        names = ("--port", "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                 "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
+        ports = dict(zip(names, free_ports(len(names))))
+        self.port = ports["--port"]
         cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
                "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", self.temp_dir,
                *[str(x) for kv in ports.items() for x in kv]]
@@ -209,7 +214,7 @@ def services(postgres, tmp_path_factory):
         # optuna-dashboard opens its storage without creating tables and exits on an empty database
         # ("relation version_info does not exist"); the schema is what `hpstudy run` would create.
         optuna.storages.RDBStorage(optuna_storage).engine.dispose()
-        mlflow_port, dashboard_port = free_port(), free_port()
+        mlflow_port, dashboard_port = free_ports(2)
         # All three start at once (each takes seconds); then each is waited for.
         ray = RayHead(logs)
         processes.append(ray)
