@@ -204,7 +204,7 @@ class OptunaPruningScheduler(FIFOScheduler):
             bridge.histories[trial.trial_id][epoch] = {k: result[k] for k in _HISTORY_KEYS if k in result}
         # A trial Tune retried from its checkpoint repeats the steps after it: Optuna keeps the first value
         # of a step and warns about the repeat, which is expected here, so it is not sent again.
-        reported = bridge.reported.setdefault(trial.trial_id, set())
+        reported = bridge.reported[trial.trial_id]  # made with the trial in suggest(), as its history
         if step not in reported:
             optuna_trial.report(value, step=step)
             reported.add(step)
