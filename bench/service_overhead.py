@@ -15,6 +15,11 @@ study's trial ends are Optuna's completion times. Overhead = study wall time - l
 - per trial: the study's time per trial - the loop's (Ray Tune, Optuna and MLflow around each trial);
 - fixed: the rest (the driver's imports, Ray's and MLflow's start, the first worker's start, shutdown),
   paid once per `hpstudy run`.
+The per-trial part is split further, over the trials that ran every epoch on both sides (same grid point):
+how much longer the study's epochs took (the engine's own epoch times: training and validation in the
+Ray worker, with the driver and Ray's daemons on the same cores), and its extra time outside the epochs
+(the trial's start, a report per epoch, the last epoch's checkpoint, the final result, Optuna and MLflow
+around it).
 The study starts with empty SQLite files (its first run creates MLflow's tables). The machine is shared and
 its speed drifts, so the two sides alternate for `--rounds` rounds and the medians are the figures.
 
@@ -37,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -51,23 +57,27 @@ SIZES = {"train_size": 4000, "val_size": 1000, "test_size": 1000}
 GOAL_SHARE, GOAL_PER_TRIAL_S = 0.10, 0.2
 
 # The bare loop, as a user would write it: import, then train the configurations one after another.
+# It prints each trial's end, and its start and summed epoch times for the split below.
 LOOP = """
 import json, sys, time
 from hpstudy.trainables import TrainConfig, train
-ends = []
+trials = []
 for values in json.loads(sys.argv[1]):
-    train(TrainConfig.from_dict(values))
-    ends.append(time.time())
-print(json.dumps(ends))
+    started = time.time()
+    history = train(TrainConfig.from_dict(values))["history"]
+    trials.append([started, time.time(), sum(row["epoch_time_s"] for row in history), len(history)])
+print(json.dumps(trials))
 """
 
 
-def configurations(data_dir: str, threads: int, epochs: int) -> list[dict]:
-    """The study's trials as TrainConfig values, taken from the same plan `hpstudy run` makes."""
+def configurations(data_dir: str, threads: int, epochs: int) -> tuple[list[dict], list[dict]]:
+    """The study's trials as TrainConfig values, taken from the same plan `hpstudy run` makes, and the
+    grid point (Optuna's params) of each."""
     plan = plan_run(RunSettings(definition=DEFINITION, storage="sqlite:///:memory:", epochs=epochs, seeds=SEEDS,
                                 overrides=SIZES, cpus_per_trial=threads, data_dir=data_dir))
     suggest = plan.suggest()  # the parameters a trial at each grid point gets, seed included
-    return [{**plan.base, **suggest(optuna.trial.FixedTrial(point))} for point in grid_points(plan.grid)]
+    points = grid_points(plan.grid)
+    return [{**plan.base, **suggest(optuna.trial.FixedTrial(point))} for point in points], points
 
 
 def per_trial(ends: list[float]) -> float:
@@ -75,17 +85,48 @@ def per_trial(ends: list[float]) -> float:
     return (ends[-1] - ends[0]) / (len(ends) - 1)
 
 
-def bare_loop(configs: list[dict]) -> tuple[float, float]:
-    """(wall time of the loop's process, its time per trial)."""
+@dataclass(frozen=True)
+class Trial:
+    """One trial as either side ran it: its wall time, the sum of its epochs' times (training and
+    validation, as the engine measures them) and how many epochs it ran."""
+
+    wall: float
+    epochs_time: float
+    epochs: int
+
+
+def bare_loop(configs: list[dict], points: list[dict]) -> tuple[float, float, dict[str, Trial]]:
+    """(wall time of the loop's process, its time per trial, each trial by its grid point)."""
     started = time.perf_counter()
     out = _run([sys.executable, "-c", LOOP, json.dumps(configs)])
-    return time.perf_counter() - started, per_trial(json.loads(out.splitlines()[-1]))
+    wall = time.perf_counter() - started
+    trials = json.loads(out.splitlines()[-1])
+    return (wall, per_trial([end for _, end, _, _ in trials]),
+            {_key(point): Trial(end - start, epochs_time, epochs)
+             for point, (start, end, epochs_time, epochs) in zip(points, trials)})
+
+
+def _key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def split(loop: dict[str, Trial], served: dict[str, Trial]) -> tuple[float, float]:
+    """Where a study trial's extra time goes, over the trials that ran all their epochs on both sides:
+    (how much longer its epochs took, as a share of the loop's; its extra time outside the epochs per
+    trial: starting, reports, checkpoint, final result, Optuna and MLflow around it)."""
+    pairs = [(loop[k], served[k]) for k in loop if k in served and loop[k].epochs == served[k].epochs > 1]
+    if not pairs:
+        return float("nan"), float("nan")
+    epochs_share = sum(s.epochs_time for _, s in pairs) / sum(l.epochs_time for l, _ in pairs) - 1
+    outside = statistics.mean((s.wall - s.epochs_time) - (l.wall - l.epochs_time) for l, s in pairs)
+    return epochs_share, outside
 
 
 def study(root: Path, data_dir: str, threads: int, epochs: int, n: int,
-          ray_address: str | None = None) -> tuple[float, float]:
-    """(wall time of the `hpstudy run` process, its time per trial), with empty SQLite files; with a
-    running Ray at ``ray_address`` and the files' tables created beforehand (warm)."""
+          ray_address: str | None = None) -> tuple[float, float, dict[str, Trial]]:
+    """(wall time of the `hpstudy run` process, its time per trial, each trial by its params), with empty
+    SQLite files; with a running Ray at ``ray_address`` and the files' tables created beforehand (warm).
+    A trial's wall time is Optuna's, from its start (asked) to its completion (told)."""
     root.mkdir()
     storage = f"sqlite:///{root}/hpstudy.db"
     if ray_address:
@@ -105,7 +146,10 @@ def study(root: Path, data_dir: str, threads: int, epochs: int, n: int,
     wall = time.perf_counter() - started
     trials = optuna.load_study(study_name=DEFINITION, storage=storage).trials
     assert len(trials) == n and all(t.state.is_finished() for t in trials), "every trial must finish"
-    return wall, per_trial([t.datetime_complete.timestamp() for t in trials])
+    return wall, per_trial([t.datetime_complete.timestamp() for t in trials]), {
+        _key(t.params): Trial((t.datetime_complete - t.datetime_start).total_seconds(),
+                              sum(row["epoch_time_s"] for row in t.user_attrs["history"]),
+                              len(t.user_attrs["history"])) for t in trials}
 
 
 def compared(loop: float, loop_per_trial: float, served: float, served_per_trial: float, n: int) -> tuple:
@@ -114,10 +158,11 @@ def compared(loop: float, loop_per_trial: float, served: float, served_per_trial
     return loop, served, extra, served - loop - n * extra, served_per_trial
 
 
-def described(row: tuple) -> str:
+def described(row: tuple, parts: tuple[float, float]) -> str:
     loop, served, extra, fixed, served_per_trial = row
     return (f"{served:.1f} s ({served_per_trial:.2f} s per trial): +{served - loop:.1f} s = "
-            f"{100 * (served - loop) / loop:.0f}%, {fixed:.1f} s fixed + {extra:.2f} s per trial")
+            f"{100 * (served - loop) / loop:.0f}%, {fixed:.1f} s fixed + {extra:.2f} s per trial (its epochs "
+            f"{100 * parts[0]:+.1f}%, outside them {parts[1]:+.2f} s per full trial)")
 
 
 def start_ray_head() -> str:
@@ -145,24 +190,27 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = scratch_dir("hpstudy-overhead-")
     data_dir = str(root / "data")
-    configs = configurations(data_dir, args.threads, args.epochs)
+    configs, points = configurations(data_dir, args.threads, args.epochs)
     n = len(configs)
     train(TrainConfig.from_dict({**configs[0], "epochs": 1}))  # unpack the bundled data into data_dir
     print(f"machine: {machine()}; {args.threads} thread(s) per trial; {n} trials of {DEFINITION}, "
           f"{args.epochs} epochs on {SIZES['train_size']} images")
     ray_address = start_ray_head() if args.warm else None
-    rows, warm_rows = [], []
+    rows, warm_rows, parts = [], [], []
     for round_ in range(1, args.rounds + 1):
-        loop, loop_per_trial = bare_loop(configs)
-        rows.append(compared(loop, loop_per_trial,
-                             *study(root / f"study-{round_}", data_dir, args.threads, args.epochs, n), n))
+        loop, loop_per_trial, loop_trials = bare_loop(configs, points)
+        served, served_per_trial, served_trials = study(root / f"study-{round_}", data_dir, args.threads,
+                                                        args.epochs, n)
+        rows.append(compared(loop, loop_per_trial, served, served_per_trial, n))
+        parts.append(split(loop_trials, served_trials))
         print(f"round {round_}: bare loop {loop:.1f} s ({loop_per_trial:.2f} s per trial); hpstudy run "
-              f"{described(rows[-1])}", flush=True)
+              f"{described(rows[-1], parts[-1])}", flush=True)
         if ray_address:
-            warm_rows.append(compared(loop, loop_per_trial,
-                                      *study(root / f"warm-{round_}", data_dir, args.threads, args.epochs, n,
-                                            ray_address), n))
-            print(f"  warm (Ray running, tables there): {described(warm_rows[-1])}", flush=True)
+            served, served_per_trial, served_trials = study(root / f"warm-{round_}", data_dir, args.threads,
+                                                            args.epochs, n, ray_address)
+            warm_rows.append(compared(loop, loop_per_trial, served, served_per_trial, n))
+            print(f"  warm (Ray running, tables there): "
+                  f"{described(warm_rows[-1], split(loop_trials, served_trials))}", flush=True)
     if warm_rows:
         loop, warm, extra, fixed, _ = (statistics.median(column) for column in zip(*warm_rows))
         print(f"warm (medians of {len(warm_rows)} rounds): hpstudy run {warm:.1f} s against the loop's {loop:.1f} s: "
@@ -170,7 +218,10 @@ def main() -> None:
     loop, served, extra, fixed, _ = (statistics.median(column) for column in zip(*rows))
     overhead = served - loop
     print(f"fixed per `hpstudy run` (imports, Ray, MLflow, the first worker's start, shutdown): {fixed:.1f} s")
-    print(f"per trial once the study runs: {extra:.2f} s (goal {GOAL_PER_TRIAL_S} s)")
+    epochs_share, outside = (statistics.median(column) for column in zip(*parts))
+    print(f"per trial once the study runs: {extra:.2f} s (goal {GOAL_PER_TRIAL_S} s); in the trials that ran every "
+          f"epoch, the epochs took {100 * epochs_share:+.1f}% of the loop's and the time outside them "
+          f"{outside:+.2f} s per trial")
     print(f"RESULT (medians of {len(rows)} rounds) bare loop {loop:.1f} s, hpstudy run {served:.1f} s: overhead "
           f"{overhead:.1f} s = {100 * overhead / loop:.0f}% of the loop (goal {100 * GOAL_SHARE:.0f}%): "
           f"{fixed:.1f} s fixed + {extra:.2f} s per trial (goal {GOAL_PER_TRIAL_S} s)")
