@@ -539,6 +539,11 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # MLflow prints "View run ..." links for every run on a tracking server, between the progress lines.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # Tune's default loggers write every result again, as JSON, CSV and TensorBoard files in the trial's
+    # folder, from the driver, while the trial waits for its report to be handled: 3 ms of a 14 ms round
+    # trip per report (session 13). Optuna and MLflow hold the same metrics, and each trial's outputs/ folder
+    # its history. TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0 brings those files back.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     logging.getLogger("ray.tune.tune").addFilter(_TUNE_RESTORE_ADVICE)  # added once (the same object)
     # Tune's results summary after a stop warns, with a FileNotFoundError, about trials stopped before their
     # first result; hpstudy reads results from Optuna, not from that summary.

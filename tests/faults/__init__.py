@@ -150,8 +150,10 @@ def register_one_point_study(monkeypatch) -> str:
 
 def run_with_killer(name: str, tmp_path: Path, data_dir: str, **killer_kw):
     """Runs the study in this process (Ray must be up) while a WorkerKiller acts; returns (plan, the
-    reloaded study, the killer, the rows of Tune's result log of the trial)."""
+    reloaded study, the killer, the rows of Tune's result log of the trial). That log, which shows the
+    worker of each report, is written by a Tune default logger that hpstudy turns off: it is turned on here."""
     import json
+    import os
 
     import optuna
 
@@ -163,11 +165,17 @@ def run_with_killer(name: str, tmp_path: Path, data_dir: str, **killer_kw):
     plan = plan_run(settings)
     killer = WorkerKiller(settings.storage, plan.study_name, **killer_kw)
     killer.start()
+    setting = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
     try:
         run_study(plan)
     finally:
         killer.stop.set()
         killer.join()
+        if setting is None:
+            del os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"]
+        else:
+            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = setting
     study = optuna.load_study(study_name=plan.study_name, storage=settings.storage)
     logs = list((tmp_path / "runs" / "ray").glob("*/optuna-0000/result.json"))
     rows = [json.loads(line) for log in logs for line in log.read_text().splitlines() if line.strip()]

@@ -67,6 +67,13 @@ def cluster():
             shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def tune_result_log(monkeypatch):
+    """These tests read which node made each report from Tune's own per-trial result log, written by a
+    Tune default logger that `hpstudy run` turns off: it is turned on here."""
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+
+
 def worker_ids(cluster) -> set[str]:
     return {node.node_id for node in cluster.worker_nodes}
 

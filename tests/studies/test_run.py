@@ -56,6 +56,10 @@ def test_grid_study_runs_every_point_once_and_logs_everywhere(place, capsys):
     printed = capsys.readouterr().out
     assert "| lr \\ batch_size | 64 | 128 |" in printed and "Best trial" in printed
     assert stat.S_IMODE((place.root / "runs").stat().st_mode) == 0o700  # checkpoints are private
+    # Tune's default loggers (a third copy of every result, written while the trial waits) are off.
+    tune_logs = [p.name for p in (place.root / "runs" / "ray").glob("*/optuna-*/*")
+                 if p.name in ("result.json", "progress.csv") or p.name.startswith("events.out.tfevents")]
+    assert not tune_logs, tune_logs
 
     # Optuna, through its own CLI: 6 COMPLETE trials, one per grid point, values are best val_acc.
     trials = json.loads(place.optuna_cli("trials", "--study-name", "lenet5-sgd-lr-bs", "-f", "json"))
