@@ -154,6 +154,7 @@ def run_with_killer(name: str, tmp_path: Path, data_dir: str, **killer_kw):
     worker of each report, is written by a Tune default logger that hpstudy turns off: it is turned on here."""
     import json
     import os
+    from unittest import mock
 
     import optuna
 
@@ -165,17 +166,12 @@ def run_with_killer(name: str, tmp_path: Path, data_dir: str, **killer_kw):
     plan = plan_run(settings)
     killer = WorkerKiller(settings.storage, plan.study_name, **killer_kw)
     killer.start()
-    setting = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
     try:
-        run_study(plan)
+        with mock.patch.dict(os.environ, {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "0"}):  # restored after
+            run_study(plan)
     finally:
         killer.stop.set()
         killer.join()
-        if setting is None:
-            del os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"]
-        else:
-            os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = setting
     study = optuna.load_study(study_name=plan.study_name, storage=settings.storage)
     logs = list((tmp_path / "runs" / "ray").glob("*/optuna-0000/result.json"))
     rows = [json.loads(line) for log in logs for line in log.read_text().splitlines() if line.strip()]
