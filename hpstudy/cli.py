@@ -134,6 +134,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 _terminated = False
 _armed = False
+_stop_requested = threading.Event()  # for run_study's watch on Ray's GCS (see stop_watch.py)
 
 
 def _stop_gracefully(signum, frame) -> None:
@@ -146,6 +147,7 @@ def _stop_gracefully(signum, frame) -> None:
     if _terminated:
         return
     _terminated = True
+    _stop_requested.set()
     if _armed:
         _interrupt()
 
@@ -163,6 +165,14 @@ def _arm() -> None:
     _armed = True
     if _terminated:
         _interrupt()
+
+
+def _exit_stranded(exc: BaseException) -> None:
+    # Called from run_study's watch thread once the driver's stop is done without Tune (SIGTERM reached
+    # Ray's GCS too): the main thread stays blocked in Tune, so only os._exit ends the process.
+    print(f"hpstudy: {exc}; run the same command to continue", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(EXIT_TERMINATED)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -188,7 +198,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"MLflow {shown(settings.mlflow_tracking_uri)}", flush=True)
     signal.signal(signal.SIGTERM, _stop_gracefully)
     try:
-        study = run_study(plan, on_ready=_arm, cluster=cluster)
+        study = run_study(plan, on_ready=_arm, cluster=cluster, stop_requested=_stop_requested,
+                          on_stranded=_exit_stranded)
     except StudyInterrupted as exc:
         print(f"hpstudy: {exc}; run the same command to continue", file=sys.stderr)
         return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED

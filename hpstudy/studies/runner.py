@@ -475,6 +475,13 @@ def stop_autoscaler_monitor() -> bool:
     return bool(monitors)
 
 
+def gcs_address() -> str | None:
+    """The GCS of the Ray this process is connected to ("host:port"), or None."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+
+
 def let_trials_take_prestarted_workers() -> None:
     """Tune gives each trial actor the runtime env {"PL_DISABLE_FORK": "1"} (a PyTorch Lightning
     workaround, ray-project/ray#28197; hpstudy has no Lightning). Any runtime env makes Ray start a
@@ -514,11 +521,15 @@ class StudyInterrupted(Exception):
 
 
 def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
-              cluster: RayStart | None = None) -> optuna.Study:
+              cluster: RayStart | None = None, stop_requested: threading.Event | None = None,
+              on_stranded: Callable[[StudyInterrupted], None] | None = None) -> optuna.Study:
     """Run the planned study to its target; returns the study (reload it for the final state).
     ``on_ready`` is called once the setup is done (study, MLflow, Ray) and trials are about to start:
     the CLI arms its SIGTERM handler there, so a signal never lands inside a database migration.
-    ``cluster``: the connection ``attach_to_cluster`` made (run_study makes it otherwise), stopped at the end."""
+    ``cluster``: the connection ``attach_to_cluster`` made (run_study makes it otherwise), stopped at the end.
+    ``stop_requested``: set by the caller's stop signal. If Ray's GCS is gone after it (the signal reached
+    Ray too), Tune cannot stop: the driver's stop runs from a watch thread instead, which then calls
+    ``on_stranded`` with the unfinished trials; it must end the process (the main thread stays stuck in Tune)."""
     import ray
     from ray import tune
 
@@ -527,6 +538,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
                                              StudyBridge, recover_interrupted)
     from hpstudy.studies.progress import ProgressPrinter
     from hpstudy.studies.samplers import make_pruner, make_sampler
+    from hpstudy.studies.stop_watch import GcsWatch, Once
     from hpstudy.trainables.trainable import tune_trainable
 
     settings = plan.settings
@@ -595,6 +607,36 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
     bridge.driver_id = lease.id
     mlflow_logger = mlflow_tracking.MlflowTrialLogger(client, experiment_id, parent_run_id, bridge)
     status = "FINISHED"
+
+    def stop_driver() -> list[int]:
+        """Whatever stopped us, none of our trials stays RUNNING: a run continues them from checkpoints."""
+        try:
+            mlflow_logger.close()  # its queued writes land before the runs are reconciled and closed below
+        finally:
+            with lock:
+                left = recover_interrupted(study, of_driver=lease.id)
+                if left:
+                    mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
+                    print(f"stopped with {len(left)} trial(s) unfinished; run the same command to continue them",
+                          flush=True)
+                lease.stop()
+                if not live_drivers(study):  # the last driver out closes the study's MLflow run
+                    try:
+                        best = study.best_value
+                    except ValueError:
+                        best = None
+                    mlflow_tracking.finish_parent_run(client, parent_run_id, best, "KILLED" if left else status)
+            lock.close()
+        return left
+
+    stop_once = Once(stop_driver)
+
+    def stranded() -> None:  # the stop signal took Ray's GCS down too: stop without Tune
+        left = stop_once()
+        if on_stranded is not None:
+            on_stranded(StudyInterrupted(left))
+
+    watch = GcsWatch(stop_requested or threading.Event(), gcs_address, stranded)
     left: list[int] = []
     try:
         if ray_start is not None:
@@ -641,24 +683,9 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
         raise
     finally:
         try:
-            mlflow_logger.close()  # its queued writes land before the runs are reconciled and closed below
+            left = stop_once()
         finally:
-            # Whatever stopped us, none of our trials stays RUNNING: a run continues them from checkpoints.
-            with lock:
-                left = recover_interrupted(study, of_driver=lease.id)
-                if left:
-                    status = "KILLED"
-                    mlflow_tracking.close_stale_runs(client, experiment_id, parent_run_id, study)
-                    print(f"stopped with {len(left)} trial(s) unfinished; run the same command to continue them",
-                          flush=True)
-                lease.stop()
-                if not live_drivers(study):  # the last driver out closes the study's MLflow run
-                    try:
-                        best = study.best_value
-                    except ValueError:
-                        best = None
-                    mlflow_tracking.finish_parent_run(client, parent_run_id, best, status)
-            lock.close()
+            watch.cancel()  # before Ray's own stop below takes the GCS away
             if ray_start is not None:
                 ray_start.stop()
     if left:

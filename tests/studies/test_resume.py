@@ -46,7 +46,25 @@ def wait_for_mid_study(storage: str, deadline: float) -> int:
     pytest.fail("the study did not reach a mid-study state in time")
 
 
-@pytest.mark.parametrize("how", ["kill -9", "sigterm"])
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): the Ray a driver started, and Ray's workers."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.parametrize("how", ["kill -9", "sigterm", "sigterm to all"])
 def test_stopped_driver_then_same_command_completes_the_study(tmp_path, data_dir, how):
     storage = f"sqlite:///{tmp_path}/hpstudy.db"
     cmd = command(tmp_path, data_dir)
@@ -57,6 +75,12 @@ def test_stopped_driver_then_same_command_completes_the_study(tmp_path, data_dir
         if how == "sigterm":  # what SLURM sends on preemption (like `timeout -s TERM`): the driver only
             first.send_signal(signal.SIGTERM)
             assert first.wait(timeout=120) == 143, (tmp_path / "first.log").read_text()[-2000:]
+        elif how == "sigterm to all":  # `scancel`: the driver and its Ray's GCS, raylet and workers at once
+            for pid in [first.pid, *descendants(first.pid)]:
+                os.kill(pid, signal.SIGTERM)
+            # Without the driver's GCS watch, Tune's stop waits on the dead GCS until Ray aborts the
+            # driver (exit 1) after 60 s, with its trials left RUNNING.
+            assert first.wait(timeout=120) == 143, (tmp_path / "first.log").read_text()[-2000:]
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray processes it started
@@ -66,7 +90,8 @@ def test_stopped_driver_then_same_command_completes_the_study(tmp_path, data_dir
         interrupted = [t.number for t in stopped if t.state.name == "RUNNING"]
         assert checkpointed in interrupted, "the kill should leave the checkpointed trial RUNNING"
     else:
-        # SIGTERM (Ctrl-C takes the same path, through Tune's SIGINT handler): the driver itself re-queues its unfinished trials and closes their MLflow runs.
+        # SIGTERM (Ctrl-C takes the same path, through Tune's SIGINT handler): the driver itself re-queues
+        # its unfinished trials and closes their MLflow runs, with or without its Ray.
         assert "RUNNING" not in {t.state.name for t in stopped}, (tmp_path / "first.log").read_text()[-2000:]
         interrupted = [t.number for t in stopped if t.user_attrs.get("requeued_as")]
         said = (tmp_path / "first.log").read_text()
