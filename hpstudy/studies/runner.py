@@ -522,14 +522,15 @@ class StudyInterrupted(Exception):
 
 def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
               cluster: RayStart | None = None, stop_requested: threading.Event | None = None,
-              on_stranded: Callable[[StudyInterrupted], None] | None = None) -> optuna.Study:
+              on_stranded: Callable[[BaseException], None] | None = None) -> optuna.Study:
     """Run the planned study to its target; returns the study (reload it for the final state).
     ``on_ready`` is called once the setup is done (study, MLflow, Ray) and trials are about to start:
     the CLI arms its SIGTERM handler there, so a signal never lands inside a database migration.
     ``cluster``: the connection ``attach_to_cluster`` made (run_study makes it otherwise), stopped at the end.
     ``stop_requested``: set by the caller's stop signal. If Ray's GCS is gone after it (the signal reached
     Ray too), Tune cannot stop: the driver's stop runs from a watch thread instead, which then calls
-    ``on_stranded`` with the unfinished trials; it must end the process (the main thread stays stuck in Tune)."""
+    ``on_stranded`` with StudyInterrupted (or the error that stop met); it must end the process (the main
+    thread stays stuck in Tune)."""
     import ray
     from ray import tune
 
@@ -632,9 +633,13 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
     stop_once = Once(stop_driver)
 
     def stranded() -> None:  # the stop signal took Ray's GCS down too: stop without Tune
-        left = stop_once()
+        try:
+            stopped: BaseException = StudyInterrupted(stop_once())
+        except Exception as exc:  # e.g. a storage that went with the signal; the next run re-queues instead
+            log.error("the driver's stop without Ray failed: %r", exc)
+            stopped = exc
         if on_stranded is not None:
-            on_stranded(StudyInterrupted(left))
+            on_stranded(stopped)
 
     watch = GcsWatch(stop_requested or threading.Event(), gcs_address, stranded)
     left: list[int] = []
