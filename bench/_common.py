@@ -67,6 +67,9 @@ class StepRecorder:
         assert metrics["step"] == len(self.val_acc) + 1  # steps are 1, 2, 3, ... in order
         self.val_acc.append(metrics["val_acc"])
 
+    def check_stop(self) -> None:
+        pass
+
     def finish(self, result: dict[str, Any]) -> None:
         pass
 

@@ -8,7 +8,7 @@ import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -145,6 +145,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
             loss_sum += loss_value * len(labels)
             correct_sum += correct
             seen += len(labels)
+            reporter.check_stop()
             reason = monitor.update(loss_value, correct, len(labels))
             if reason:
                 status = reason.split(":")[0]  # "diverged" or "stalled"
@@ -171,7 +172,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None, checkpoint_dir: Pa
         train_time = time.perf_counter() - started - checking  # images_per_s: training alone
         if not per_step:
             scheduler.step()
-        val_loss, val_acc, _ = evaluate(model, val_split, normalize, info.num_classes, autocast)
+        val_loss, val_acc, _ = evaluate(model, val_split, normalize, info.num_classes, autocast, reporter.check_stop)
         metrics = {
             "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct_sum / seen,
             "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
@@ -232,11 +233,13 @@ def _prepare_gpu_training(cfg: TrainConfig, model: torch.nn.Module, train_split:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: loader.Split, normalize: loader.Normalizer, num_classes: int,
-             autocast=nullcontext()) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, confusion matrix) over a whole split, without augmentation."""
+             autocast=nullcontext(), check_stop: Callable[[], None] = lambda: None) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, confusion matrix) over a whole split, without augmentation. ``check_stop``:
+    the reporter's, before every batch (a large validation set takes seconds)."""
     model.eval()
     loss_sum, predictions = 0.0, []
     for images, labels in loader.eval_batches(split):
+        check_stop()
         with autocast:
             logits = model(normalize(images))
         loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))

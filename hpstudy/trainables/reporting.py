@@ -25,6 +25,10 @@ class Reporter(Protocol):
     def finish(self, result: dict[str, Any]) -> None:
         """Once at the end, with the final result (status, reason, test metrics, history)."""
 
+    def check_stop(self) -> None:
+        """After every training step: may end the run at once (a runner that stopped the trial while it
+        trained on after its last report; it expects no further report)."""
+
 
 class PrintReporter:
     """One line per epoch on stdout, the way a classic training script prints."""
@@ -39,6 +43,9 @@ class PrintReporter:
               f"val_acc {metrics['val_acc']:.4f}  lr {metrics['lr']:.3g}  "
               f"{metrics['epoch_time_s']:.2f}s  {metrics['images_per_s']:.0f} img/s", flush=True)
 
+    def check_stop(self) -> None:
+        pass
+
     def finish(self, result: dict[str, Any]) -> None:
         if result["status"] != "completed":
             print(f"stopped: {result['reason']}", flush=True)
@@ -50,6 +57,9 @@ class PrintReporter:
 
 class NullReporter:
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        pass
+
+    def check_stop(self) -> None:
         pass
 
     def finish(self, result: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from hpstudy.studies.builtin import STUDIES
 from hpstudy.trainables import TIMING_FIELDS, TrainConfig, train
+from tests.faults import descendants
 
 EPOCHS = 6
 
@@ -44,24 +45,6 @@ def wait_for_mid_study(storage: str, deadline: float) -> int:
         if done and running:
             return running[0].number
     pytest.fail("the study did not reach a mid-study state in time")
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc): the Ray a driver started, and Ray's workers."""
-    children: dict[int, list[int]] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # gone
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @pytest.mark.parametrize("how", ["kill -9", "sigterm", "sigterm to all"])

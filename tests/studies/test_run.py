@@ -2,9 +2,13 @@
 and the `optuna` CLI in a subprocess. Tiny data: 256 MNIST training images, 2-3 epochs."""
 
 import json
+import os
 import stat
 import subprocess
 import sys
+import tempfile
+import time
+import unittest.mock
 from pathlib import Path
 
 import optuna
@@ -22,7 +26,10 @@ TINY = ["--train-size", "256", "--val-size", "128", "--test-size", "256"]
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Ray's workers inherit this: Tune reuses a trial's actor only if the trial's thread ends within this
+    # many seconds of Tune's stop (default 2); 1 s sharpens the test of that below.
+    with unittest.mock.patch.dict(os.environ, {"TUNE_FUNCTION_THREAD_TIMEOUT_S": "1"}):
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -269,3 +276,65 @@ def test_trial_actors_carry_no_runtime_env_so_the_first_trial_takes_a_worker_ray
 
     let_trials_take_prestarted_workers()
     assert _ActorClassCache().get(Trainable)._default_options.get("runtime_env") in (None, {}, {"env_vars": {}})
+
+
+def _tune(tmp_path, param_space, scheduler=None, callbacks=()):
+    """The real trainable through a bare Tuner, one trial at a time on a reused actor (as hpstudy runs it)."""
+    from ray import tune
+
+    from hpstudy.trainables.trainable import tune_trainable
+
+    return tune.Tuner(
+        tune_trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=True, scheduler=scheduler),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), callbacks=list(callbacks), verbose=0),
+    ).fit()
+
+
+def test_a_trial_trains_on_while_the_driver_handles_its_report(tmp_path):
+    """Tune holds a function trainable in every report until the driver has handled it, unless its session
+    reports asynchronously, which TuneReporter turns on: the worker then writes its next epoch's checkpoint
+    while the driver is still busy with the first report."""
+    from ray import tune
+
+    seen = {}
+
+    class SlowDriver(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("epoch") != 1 or "next" in seen:
+                return
+            # The worker's scratch checkpoints (trainable.trial_scratch), named by host and worker pid.
+            pattern = f"hpstudy-trial-*-{result['pid']}-*/checkpoints/epoch_0002.pt"
+            deadline = time.time() + 30
+            while not (found := list(Path(tempfile.gettempdir()).glob(pattern))) and time.time() < deadline:
+                time.sleep(0.05)
+            seen["next"] = bool(found)
+
+    results = _tune(tmp_path, {"dataset": "synthetic", "model": "mlp", "model_args": {"hidden": [32]},
+                               "train_size": 256, "val_size": 64, "test_size": 64, "batch_size": 32, "epochs": 3,
+                               "lr": 0.05, "threads": 1, "checkpoint_every_s": 0}, callbacks=[SlowDriver()])
+    assert not results.errors and seen == {"next": True}
+
+
+def test_a_trial_tune_stops_between_reports_ends_at_once_and_its_actor_is_reused(tmp_path):
+    """With reports asynchronous, Tune's stop (a pruner's decision) reaches a trial that is training, not
+    one held in its report: it must end at its next step (TuneReporter.check_stop), not at its next report.
+    Tune reuses the actor only if the trial's thread ended within TUNE_FUNCTION_THREAD_TIMEOUT_S (1 s in
+    this module); here the next report would come half an epoch of a wide MLP later (2.6 s on session
+    14's machine)."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    class StopAtFirstReport(FIFOScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            return TrialScheduler.STOP
+
+    # 20M weights: about 120 MFLOP per training image; 1,600 images: 5.3 s per epoch on one thread here.
+    results = _tune(tmp_path, {"dataset": "synthetic", "model": "mlp", "model_args": {"hidden": [4096, 4096]},
+                               "train_size": 1600, "val_size": 64, "test_size": 64, "batch_size": 32, "epochs": 2,
+                               "checks_per_epoch": 2, "lr": 0.01, "threads": 1, "seed": tune.grid_search([0, 1])},
+                    scheduler=StopAtFirstReport())
+    assert not results.errors
+    rows = [r.metrics for r in results]
+    assert [(r["partial"], r["step"]) for r in rows] == [(True, 1), (True, 1)], rows
+    assert rows[0]["pid"] == rows[1]["pid"], "the stopped trial's actor was not reused"

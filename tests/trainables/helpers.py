@@ -21,5 +21,8 @@ class CrashAfter:
         if metrics["epoch"] == self.epoch:
             raise Crash()
 
+    def check_stop(self):
+        pass
+
     def finish(self, result):
         pass

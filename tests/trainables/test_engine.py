@@ -62,6 +62,9 @@ class CheckpointsReported:
     def report(self, metrics, checkpoint_dir):
         self.reported.append((metrics["epoch"], checkpoint_dir is not None))
 
+    def check_stop(self):
+        pass
+
     def finish(self, result):
         pass
 
@@ -135,6 +138,9 @@ def test_reporter_can_stop_the_run(data_dir):
         def report(self, metrics, checkpoint_dir):
             raise StopTrial("pruned by MedianPruner at epoch 1")
 
+        def check_stop(self):
+            pass
+
         def finish(self, result):
             self.result = result
 
@@ -142,6 +148,34 @@ def test_reporter_can_stop_the_run(data_dir):
     result = train(config(data_dir, epochs=5), reporter)
     assert result["status"] == "pruned" and result["reason"] == "pruned by MedianPruner at epoch 1"
     assert len(result["history"]) == 1 and reporter.result is result
+
+
+def test_check_stop_is_asked_after_every_step_and_validation_batch_and_can_end_the_run_at_once(data_dir):
+    class StopAfter:
+        """Like Tune's reporter once Tune stopped the trial while it trained on: ends the thread."""
+
+        def __init__(self, steps=None):
+            self.steps, self.checked, self.reports = steps, 0, 0
+
+        def report(self, metrics, checkpoint_dir):
+            self.reports += 1
+
+        def check_stop(self):
+            self.checked += 1
+            if self.checked == self.steps:
+                raise SystemExit(0)
+
+        def finish(self, result):
+            self.result = result
+
+    whole = StopAfter()
+    result = train(config(data_dir, epochs=2), whole)  # 256 images, batch 32: 8 steps per epoch
+    # Each epoch: 8 steps, then its validation (128 images: one batch).
+    assert result["steps"] == 16 and whole.checked == 2 * (8 + 1) and whole.reports == 2
+    stopped = StopAfter(steps=5)
+    with pytest.raises(SystemExit):
+        train(config(data_dir, epochs=2), stopped)
+    assert stopped.checked == 5 and stopped.reports == 0 and not hasattr(stopped, "result")
 
 
 class Recorder:
@@ -152,6 +186,9 @@ class Recorder:
         self.reports.append((dict(metrics), checkpoint_dir))
         if metrics["step"] == self.stop_at_step:
             raise StopTrial(f"pruned at step {self.stop_at_step}")
+
+    def check_stop(self):
+        pass
 
     def finish(self, result):
         pass
