@@ -641,7 +641,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
         if on_stranded is not None:
             on_stranded(stopped)
 
-    watch = GcsWatch(stop_requested or threading.Event(), gcs_address, stranded)
+    watch = GcsWatch(stop_requested, gcs_address, stranded) if stop_requested is not None else None
     left: list[int] = []
     try:
         if ray_start is not None:
@@ -690,7 +690,8 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
         try:
             left = stop_once()
         finally:
-            watch.cancel()  # before Ray's own stop below takes the GCS away
+            if watch is not None:
+                watch.cancel()  # before Ray's own stop below takes the GCS away
             if ray_start is not None:
                 ray_start.stop()
     if left:
