@@ -167,10 +167,14 @@ def _arm() -> None:
         _interrupt()
 
 
+def _say_stopped(exc: BaseException) -> None:
+    print(f"hpstudy: {exc}; run the same command to continue", file=sys.stderr, flush=True)
+
+
 def _exit_stranded(exc: BaseException) -> None:
     # Called from run_study's watch thread once the driver's stop is done without Tune (SIGTERM reached
     # Ray's GCS too): the main thread stays blocked in Tune, so only os._exit ends the process.
-    print(f"hpstudy: {exc}; run the same command to continue", file=sys.stderr, flush=True)
+    _say_stopped(exc)
     sys.stdout.flush()
     os._exit(EXIT_TERMINATED)
 
@@ -201,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         study = run_study(plan, on_ready=_arm, cluster=cluster, stop_requested=_stop_requested,
                           on_stranded=_exit_stranded)
     except StudyInterrupted as exc:
-        print(f"hpstudy: {exc}; run the same command to continue", file=sys.stderr)
+        _say_stopped(exc)
         return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED
     print()
     print(results_table(study))
