@@ -25,6 +25,8 @@ DIRECTION = "maximize"
 RESUME_KEY = "resume_from"  # a checkpoint directory of an interrupted earlier trial, if any
 META_KEYS = (RESUME_KEY, "optuna_trial_number")
 OUTPUTS_DIR = "outputs"  # in the trial's folder in Tune's storage path: history.csv, result.json, ...
+# How long a reused actor's next trial waits for the stopped trial's step to end (see TuneReporter).
+STOPPED_STEP_WAIT_S = 3600
 
 
 class TuneReporter:
@@ -46,11 +48,15 @@ class TuneReporter:
         # function API has no public switch. Off, the trial trains on while the driver handles its
         # report, so a stop from Tune (a pruner's decision, the end of the study), which Ray acted on
         # inside the held report, must be acted on by the engine: check_stop, after every training step
-        # and before every validation batch and report. It has to be prompt: Tune reuses the actor for
-        # the next trial only if this thread ends within TUNE_FUNCTION_THREAD_TIMEOUT_S (2 s), and when
-        # it did not (a test without check_stop), Ray 2.60's Tune stalled instead of starting a new one.
+        # and before every validation batch and report, so a stopped trial wastes at most one step.
         self._session = get_session()
         self._session.synchronous_result_reporting = False
+        # That step can be long (seconds to minutes for a large model on a CPU). Tune reuses this actor for
+        # the next trial only if the stopped trial's thread ends within TUNE_FUNCTION_THREAD_TIMEOUT_S
+        # (default 2 s, read in this process at each reuse); when it did not, Ray 2.60's Tune logged "Could
+        # not re-use actor" and the whole study hung (reproduced with 2.5-s steps). Unless the user set it,
+        # the next trial waits for the step to end.
+        os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(STOPPED_STEP_WAIT_S))
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         from ray import tune

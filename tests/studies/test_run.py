@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest.mock
 from pathlib import Path
@@ -278,14 +279,14 @@ def test_trial_actors_carry_no_runtime_env_so_the_first_trial_takes_a_worker_ray
     assert _ActorClassCache().get(Trainable)._default_options.get("runtime_env") in (None, {}, {"env_vars": {}})
 
 
-def _tune(tmp_path, param_space, scheduler=None, callbacks=()):
+def _tune(tmp_path, param_space, scheduler=None, callbacks=(), trainable=None):
     """The real trainable through a bare Tuner, one trial at a time on a reused actor (as hpstudy runs it)."""
     from ray import tune
 
     from hpstudy.trainables.trainable import tune_trainable
 
     return tune.Tuner(
-        tune_trainable, param_space=param_space,
+        trainable or tune_trainable, param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=True, scheduler=scheduler),
         run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), callbacks=list(callbacks), verbose=0),
     ).fit()
@@ -316,6 +317,16 @@ def test_a_trial_trains_on_while_the_driver_handles_its_report(tmp_path):
     assert not results.errors and seen == {"next": True}
 
 
+def _stop_at_first_report():
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+    class StopAtFirstReport(FIFOScheduler):
+        def on_trial_result(self, tune_controller, trial, result):
+            return TrialScheduler.STOP
+
+    return StopAtFirstReport()
+
+
 def test_a_trial_tune_stops_between_reports_ends_at_once_and_its_actor_is_reused(tmp_path):
     """With reports asynchronous, Tune's stop (a pruner's decision) reaches a trial that is training, not
     one held in its report: it must end at its next step (TuneReporter.check_stop), not at its next report.
@@ -323,18 +334,56 @@ def test_a_trial_tune_stops_between_reports_ends_at_once_and_its_actor_is_reused
     this module); here the next report would come half an epoch of a wide MLP later (2.6 s on session
     14's machine)."""
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-
-    class StopAtFirstReport(FIFOScheduler):
-        def on_trial_result(self, tune_controller, trial, result):
-            return TrialScheduler.STOP
 
     # 20M weights: about 120 MFLOP per training image; 1,600 images: 5.3 s per epoch on one thread here.
     results = _tune(tmp_path, {"dataset": "synthetic", "model": "mlp", "model_args": {"hidden": [4096, 4096]},
                                "train_size": 1600, "val_size": 64, "test_size": 64, "batch_size": 32, "epochs": 2,
                                "checks_per_epoch": 2, "lr": 0.01, "threads": 1, "seed": tune.grid_search([0, 1])},
-                    scheduler=StopAtFirstReport())
+                    scheduler=_stop_at_first_report())
     assert not results.errors
     rows = [r.metrics for r in results]
     assert [(r["partial"], r["step"]) for r in rows] == [(True, 1), (True, 1)], rows
+    assert rows[0]["pid"] == rows[1]["pid"], "the stopped trial's actor was not reused"
+
+
+def test_a_trial_stopped_in_a_long_step_hands_its_actor_to_the_next_trial(tmp_path):
+    """A stop lands while the trial trains a step, and its thread ends when that step does: seconds to
+    minutes later for a large model on a CPU. Tune reuses the actor for the next trial only if the thread
+    ended within TUNE_FUNCTION_THREAD_TIMEOUT_S (Ray's default: 2 s); when it did not, Ray 2.60's Tune
+    logged "Could not re-use actor" and the whole study hung. Here the step after the first trial's first
+    report takes 4 s (a sleep), in a worker without the variable, as a user's (this module's Ray sets 1 s
+    for the test above). Without TuneReporter's longer wait, Tune hangs: the Tuner runs in a thread, so
+    that the test can fail instead of holding CI to its time limit."""
+    from ray import tune
+
+    def trainable_in_a_users_worker(config):
+        from hpstudy.trainables import trainable
+
+        os.environ.pop("TUNE_FUNCTION_THREAD_TIMEOUT_S", None)
+        report = trainable.TuneReporter.report
+
+        def report_then_a_long_step(self, metrics, checkpoint_dir):
+            report(self, metrics, checkpoint_dir)
+            time.sleep(4)  # the next step, during which Tune stops the trial
+
+        if config["seed"] == 0:
+            trainable.TuneReporter.report = report_then_a_long_step
+        try:
+            trainable.tune_trainable(config)
+        finally:
+            trainable.TuneReporter.report = report
+
+    done = []
+    tuner = threading.Thread(target=lambda: done.append(_tune(
+        tmp_path, {"dataset": "synthetic", "model": "mlp", "model_args": {"hidden": [32]}, "train_size": 256,
+                   "val_size": 64, "test_size": 64, "batch_size": 32, "epochs": 2, "lr": 0.01, "threads": 1,
+                   "seed": tune.grid_search([0, 1])},
+        scheduler=_stop_at_first_report(), trainable=trainable_in_a_users_worker)), daemon=True)
+    tuner.start()
+    tuner.join(timeout=180)
+    assert done, "Tune hung after the stopped trial's long step (or took over 180 s)"
+    results = done[0]
+    assert not results.errors
+    rows = [r.metrics for r in results]
+    assert [r["epoch"] for r in rows] == [1, 1], rows
     assert rows[0]["pid"] == rows[1]["pid"], "the stopped trial's actor was not reused"
