@@ -419,6 +419,7 @@ class RayStart:
 
         # Its one warning from a thread says that the SIGTERM handler was not replaced: as wanted.
         logging.getLogger("ray._private.worker").addFilter(_NOT_MAIN_THREAD_WARNING)  # added once
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_TOKEN_AUTH_NOTICE)
         try:
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False)
@@ -507,6 +508,10 @@ class _Without(logging.Filter):
 
 
 _NOT_MAIN_THREAD_WARNING = _Without("not the main thread")
+# Ray 2.59+ announces, on every start of a local Ray, that token authentication is on and how to turn it
+# off. hpstudy keeps it on for its Ray (README, "A Ray cluster"): between a study's lines the notice is noise,
+# and its advice the wrong way round.
+_TOKEN_AUTH_NOTICE = _Without("Token authentication is enabled for this Ray cluster")
 # Tune's advice after an interrupted fit ("Resume experiment with: Tuner.restore(...)") does not apply here:
 # the same `hpstudy run` command continues the study from the Optuna storage, and the CLI says so.
 _TUNE_RESTORE_ADVICE = _Without("Tuner.restore(")

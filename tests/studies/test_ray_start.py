@@ -26,6 +26,27 @@ def test_the_monitor_goes_first_while_the_gcs_still_runs_and_stop_leaves_no_ray_
     assert left == []
 
 
+def test_rays_notice_that_token_auth_is_on_is_not_shown(monkeypatch):
+    """Ray 2.59+ logs it on every start of a local Ray with RAY_AUTH_MODE unset, with advice to turn token
+    auth off; hpstudy keeps it on. Read from the log records: Ray's handler writes to the stderr it found at
+    import, which pytest's capture holds, not this test's."""
+    import logging
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # ray.init sets it in this process: restored after
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    logger.addHandler(handler)
+    start = RayStart("local")
+    try:
+        start.wait()
+    finally:
+        start.stop()
+        logger.removeHandler(handler)
+    assert not [r for r in records if "Token authentication is enabled" in r.getMessage()]
+
+
 def test_held_stderr_writes_out_what_the_block_wrote_to_fd_2_unless_dropped(capfd):
     import os
 

@@ -373,16 +373,25 @@ def test_a_trial_stopped_in_a_long_step_hands_its_actor_to_the_next_trial(tmp_pa
         finally:
             trainable.TuneReporter.report = report
 
-    done = []
-    tuner = threading.Thread(target=lambda: done.append(_tune(
-        tmp_path, {"dataset": "synthetic", "model": "mlp", "model_args": {"hidden": [32]}, "train_size": 256,
-                   "val_size": 64, "test_size": 64, "batch_size": 32, "epochs": 2, "lr": 0.01, "threads": 1,
-                   "seed": tune.grid_search([0, 1])},
-        scheduler=_stop_at_first_report(), trainable=trainable_in_a_users_worker)), daemon=True)
+    outcome = {}
+
+    def fit():
+        try:
+            outcome["results"] = _tune(
+                tmp_path, {"dataset": "synthetic", "model": "mlp", "model_args": {"hidden": [32]}, "train_size": 256,
+                           "val_size": 64, "test_size": 64, "batch_size": 32, "epochs": 2, "lr": 0.01, "threads": 1,
+                           "seed": tune.grid_search([0, 1])},
+                scheduler=_stop_at_first_report(), trainable=trainable_in_a_users_worker)
+        except BaseException as exc:  # raised below, in the test's thread
+            outcome["error"] = exc
+
+    tuner = threading.Thread(target=fit, daemon=True)
     tuner.start()
     tuner.join(timeout=180)
-    assert done, "Tune hung after the stopped trial's long step (or took over 180 s)"
-    results = done[0]
+    assert outcome, "Tune hung after the stopped trial's long step (or took over 180 s)"
+    if "error" in outcome:
+        raise outcome["error"]
+    results = outcome["results"]
     assert not results.errors
     rows = [r.metrics for r in results]
     assert [r["epoch"] for r in rows] == [1, 1], rows
