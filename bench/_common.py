@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from hpstudy.trainables import TrainConfig, train
+from hpstudy.trainables import Reporter, TrainConfig, train
 
 BENCH = Path(__file__).resolve().parent
 CACHE = BENCH / ".cache"
@@ -57,7 +57,7 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
-class StepRecorder:
+class StepRecorder(Reporter):
     """A Reporter that keeps every report's val_acc by its step (the pruner's view of a run)."""
 
     def __init__(self) -> None:
@@ -66,9 +66,6 @@ class StepRecorder:
     def report(self, metrics: dict[str, Any], checkpoint_dir) -> None:
         assert metrics["step"] == len(self.val_acc) + 1  # steps are 1, 2, 3, ... in order
         self.val_acc.append(metrics["val_acc"])
-
-    def check_stop(self) -> None:
-        pass
 
     def finish(self, result: dict[str, Any]) -> None:
         pass

@@ -16,6 +16,8 @@ class StopTrial(Exception):
 
 
 class Reporter(Protocol):
+    """What the engine calls. A reporter that subclasses this inherits ``check_stop`` (never stops)."""
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         """Once per epoch; ``checkpoint_dir`` once that epoch's checkpoint is on disk, None when none was due
         (``checkpoint_every_s``). With checks_per_epoch > 1 also inside
@@ -26,11 +28,12 @@ class Reporter(Protocol):
         """Once at the end, with the final result (status, reason, test metrics, history)."""
 
     def check_stop(self) -> None:
-        """After every training step: may end the run at once (a runner that stopped the trial while it
-        trained on after its last report; it expects no further report)."""
+        """After every training step and before every validation batch and report: may end the run at once
+        (a runner that stopped the trial while it trained on after its last report; it expects no further
+        report). This default never does."""
 
 
-class PrintReporter:
+class PrintReporter(Reporter):
     """One line per epoch on stdout, the way a classic training script prints."""
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
@@ -43,9 +46,6 @@ class PrintReporter:
               f"val_acc {metrics['val_acc']:.4f}  lr {metrics['lr']:.3g}  "
               f"{metrics['epoch_time_s']:.2f}s  {metrics['images_per_s']:.0f} img/s", flush=True)
 
-    def check_stop(self) -> None:
-        pass
-
     def finish(self, result: dict[str, Any]) -> None:
         if result["status"] != "completed":
             print(f"stopped: {result['reason']}", flush=True)
@@ -55,11 +55,8 @@ class PrintReporter:
                   f"params {result['param_count']:,}", flush=True)
 
 
-class NullReporter:
+class NullReporter(Reporter):
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
-        pass
-
-    def check_stop(self) -> None:
         pass
 
     def finish(self, result: dict[str, Any]) -> None:

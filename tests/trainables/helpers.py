@@ -1,6 +1,6 @@
 """Shared by the engine tests on CPU and on CUDA."""
 
-from hpstudy.trainables import TIMING_FIELDS
+from hpstudy.trainables import TIMING_FIELDS, Reporter
 
 
 def without_timing(history):
@@ -11,7 +11,7 @@ class Crash(Exception):
     pass
 
 
-class CrashAfter:
+class CrashAfter(Reporter):
     """A reporter that dies after epoch k, as a killed worker would."""
 
     def __init__(self, epoch):
@@ -20,9 +20,6 @@ class CrashAfter:
     def report(self, metrics, checkpoint_dir):
         if metrics["epoch"] == self.epoch:
             raise Crash()
-
-    def check_stop(self):
-        pass
 
     def finish(self, result):
         pass

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpstudy.trainables import StopTrial, TrainConfig, train
+from hpstudy.trainables import Reporter, StopTrial, TrainConfig, train
 from hpstudy.trainables import checkpoints
 from hpstudy.trainables.config import DEFAULT_CHECKPOINT_EVERY_S
 from hpstudy.trainables.datasets import DataNotFoundError, load_split
@@ -55,15 +55,12 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path, case):
     assert resumed["test"] == whole["test"]
 
 
-class CheckpointsReported:
+class CheckpointsReported(Reporter):
     def __init__(self):
         self.reported: list[tuple[int, bool]] = []  # (epoch, whether a checkpoint came with it)
 
     def report(self, metrics, checkpoint_dir):
         self.reported.append((metrics["epoch"], checkpoint_dir is not None))
-
-    def check_stop(self):
-        pass
 
     def finish(self, result):
         pass
@@ -134,12 +131,9 @@ def test_resume_refuses_a_different_config(data_dir, tmp_path):
 
 
 def test_reporter_can_stop_the_run(data_dir):
-    class PruneAtOne:
+    class PruneAtOne(Reporter):
         def report(self, metrics, checkpoint_dir):
             raise StopTrial("pruned by MedianPruner at epoch 1")
-
-        def check_stop(self):
-            pass
 
         def finish(self, result):
             self.result = result
@@ -178,7 +172,7 @@ def test_check_stop_is_asked_after_every_step_and_validation_batch_and_can_end_t
     assert stopped.checked == 5 and stopped.reports == 0 and not hasattr(stopped, "result")
 
 
-class Recorder:
+class Recorder(Reporter):
     def __init__(self, stop_at_step=None):
         self.reports, self.stop_at_step = [], stop_at_step
 
@@ -186,9 +180,6 @@ class Recorder:
         self.reports.append((dict(metrics), checkpoint_dir))
         if metrics["step"] == self.stop_at_step:
             raise StopTrial(f"pruned at step {self.stop_at_step}")
-
-    def check_stop(self):
-        pass
 
     def finish(self, result):
         pass
