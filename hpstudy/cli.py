@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="several studies side by side, e.g. optimizer x model")
-    compare.add_argument("--study-name", required=True, nargs="+", help="two or more studies")
+    compare.add_argument("--study-name", required=True, nargs="+", action="extend",
+                         help="two or more studies (--study-name A B, or the flag repeated)")
     compare.add_argument("--storage", default=os.environ.get("HPSTUDY_STORAGE", "sqlite:///hpstudy.db"))
     compare.add_argument("--by", default="optimizer", help="the searched parameter for the rows (default: %(default)s)")
     compare.set_defaults(func=cmd_compare)
@@ -336,8 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
-    from hpstudy.trainables.config import ConfigError
-    from hpstudy.trainables.datasets import DataNotFoundError
+    from hpstudy.trainables.config import ConfigError, DataNotFoundError
 
     try:
         args = build_parser().parse_args(argv)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from hpstudy.trainables.trainable import DIRECTION, METRIC
+from hpstudy.trainables.reporting import DIRECTION, METRIC
 
 STUDY_ATTR = "hpstudy"  # the study user attr holding definition, settings and MLflow ids
 REQUEUED = "requeued_as"  # user attr of a FAILed (interrupted) trial whose point was queued again

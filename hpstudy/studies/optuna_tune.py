@@ -34,7 +34,8 @@ from hpstudy.studies.drivers import DRIVER_ATTR, live_drivers
 from hpstudy.studies.samplers import GRID_POINT
 from hpstudy.studies.storage import set_trial_attrs
 from hpstudy.trainables.config import ConfigError, TrainConfig
-from hpstudy.trainables.trainable import METRIC, RESUME_KEY
+from hpstudy.trainables.reporting import METRIC
+from hpstudy.trainables.trainable import RESUME_KEY
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,6 @@ from hpstudy.studies.definition import PRUNERS, SAMPLERS, STUDY_ATTR as ATTR, St
 from hpstudy.studies.drivers import is_alive, leases
 from hpstudy.studies.storage import check_storage_url
 from hpstudy.trainables.config import ConfigError, TrainConfig
-from hpstudy.trainables.engine import check_config
-from hpstudy.trainables.datasets import load_split
-from hpstudy.trainables.loader import check_sizes
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +363,11 @@ def _check_points(base: dict[str, Any], space, grid: dict[str, list[Any]] | None
     """Every grid point (or one sampled point of a define-by-run space) makes a valid TrainConfig for
     this dataset: names, ranges, the model against the input shape, and sizes against the data, which
     is read here once, so missing data fails now and not in every trial."""
+    # torch's modules, imported here: `hpstudy report` also imports this module, and needs no torch
+    from hpstudy.trainables.datasets import load_split
+    from hpstudy.trainables.engine import check_config
+    from hpstudy.trainables.loader import check_sizes
+
     points = ([dict(zip(grid, values)) for values in itertools.product(*grid.values())] if grid
               else [_first_point(space)])
     sizes: dict[tuple, tuple[int, int]] = {}

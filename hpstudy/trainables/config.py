@@ -24,6 +24,11 @@ class ConfigError(ValueError):
         return (ConfigError, (self.field, self.message))
 
 
+class DataNotFoundError(RuntimeError):
+    """Files are missing and could not be downloaded; the message says which and where. (Defined here,
+    with ConfigError, so that the CLI catches both without importing torch.)"""
+
+
 AUGMENTATIONS = ("crop", "flip", "affine", "jitter", "erase")
 
 # A checkpoint at most every 30 s of training (and always the last epoch's): an interrupted trial repeats

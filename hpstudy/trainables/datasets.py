@@ -21,11 +21,7 @@ from pathlib import Path
 
 import torch
 
-from hpstudy.trainables.config import ConfigError
-
-
-class DataNotFoundError(RuntimeError):
-    """Files are missing and could not be downloaded; the message says which and where."""
+from hpstudy.trainables.config import ConfigError, DataNotFoundError
 
 
 @dataclass(frozen=True)

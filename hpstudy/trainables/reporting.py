@@ -6,6 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+# The objective of every study: the best validation accuracy over a trial's epochs.
+METRIC = "val_acc"
+DIRECTION = "maximize"
+
 
 class StopTrial(Exception):
     """Raised by a Reporter to end the run early (e.g. an Optuna pruner said so); carries the reason."""

@@ -17,10 +17,6 @@ from hpstudy.processes import pid_exists
 from hpstudy.trainables.config import TrainConfig
 from hpstudy.trainables.engine import train
 
-# The objective of every study: the best validation accuracy over a trial's epochs.
-METRIC = "val_acc"
-DIRECTION = "maximize"
-
 # Keys of a Tune config that are not TrainConfig fields.
 RESUME_KEY = "resume_from"  # a checkpoint directory of an interrupted earlier trial, if any
 META_KEYS = (RESUME_KEY, "optuna_trial_number")

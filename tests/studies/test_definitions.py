@@ -15,7 +15,7 @@ from hpstudy.studies.builtin import STUDIES
 from hpstudy.studies.definition import PRUNERS, SAMPLERS, StudyDefinition
 from hpstudy.trainables.config import TrainConfig
 from hpstudy.trainables.engine import check_config
-from hpstudy.trainables.trainable import DIRECTION, METRIC
+from hpstudy.trainables.reporting import DIRECTION, METRIC
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -244,7 +244,7 @@ def test_log_report_to_mlflow(storage, failures_study, failures_report, tmp_path
     assert len(client.search_runs([experiment_id])) == 1  # no run was started
 
 
-def test_comparison_table_puts_studies_side_by_side(tmp_path):
+def test_comparison_table_puts_studies_side_by_side(tmp_path, capsys):
     from hpstudy.studies.report import comparison_table
 
     storage = f"sqlite:///{tmp_path}/cmp.db"
@@ -263,3 +263,10 @@ def test_comparison_table_puts_studies_side_by_side(tmp_path):
     assert "| adam | 95.00 | 70.00 |" in table and "| sgd | 90.00 | 60.00 |" in table
     with pytest.raises(ValueError, match="did not search 'lr'"):
         comparison_table(studies, "lr")
+    # The CLI takes the studies after one flag or with the flag repeated, as optuna's CLI users write it.
+    from hpstudy.cli import main
+
+    for names in (["--study-name", "mlp-optimizers", "simple-cnn-optimizers"],
+                  ["--study-name", "mlp-optimizers", "--study-name", "simple-cnn-optimizers"]):
+        assert main(["compare", *names, "--storage", storage]) == 0
+        assert capsys.readouterr().out.strip() == table.strip()
