@@ -126,6 +126,14 @@ def plan_run(settings: RunSettings) -> Plan:
     if direction is not None and direction != definition.direction:
         raise ConfigError("direction", f"study {study_name!r} was created to {direction}, but "
                                        f"{name} {definition.direction}s {definition.metric}")
+    # What was asked is checked before it is held against the stored study: a typo gets "unknown pruner",
+    # not "cannot change to". (Stored values and the definitions' own were checked like this.)
+    if settings.sampler is not None and settings.sampler not in SAMPLERS:
+        raise ConfigError("sampler", f"unknown sampler {settings.sampler!r} (choose from: {', '.join(SAMPLERS)})")
+    if settings.pruner is not None and settings.pruner not in PRUNERS:
+        raise ConfigError("pruner", f"unknown pruner {settings.pruner!r} (choose from: {', '.join(PRUNERS)})")
+    if settings.epochs is not None and settings.epochs < 1:
+        raise ConfigError("epochs", f"must be >= 1 (got {settings.epochs})")
     previous = (stored or {}).get("settings", {})
     sampler = _fixed("sampler", settings.sampler, previous, definition.sampler)
     pruner = _fixed("pruner", settings.pruner, previous, definition.pruner)
@@ -134,12 +142,6 @@ def plan_run(settings: RunSettings) -> Plan:
     # Kept too: the grid sampler's point order is shuffled by it, and grid ids must mean the same points.
     seed = _fixed("seed", settings.seed, previous, 0)
     overrides = _fixed("overrides", settings.overrides or None, previous, None) or {}
-    if sampler not in SAMPLERS:
-        raise ConfigError("sampler", f"unknown sampler {sampler!r} (choose from: {', '.join(SAMPLERS)})")
-    if pruner not in PRUNERS:
-        raise ConfigError("pruner", f"unknown pruner {pruner!r} (choose from: {', '.join(PRUNERS)})")
-    if epochs < 1:
-        raise ConfigError("epochs", f"must be >= 1 (got {epochs})")
     for key in overrides:
         if key not in OVERRIDABLE:
             raise ConfigError(key, f"cannot be overridden (only {', '.join(OVERRIDABLE)})")

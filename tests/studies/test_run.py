@@ -244,6 +244,11 @@ def test_seeds_repeat_every_configuration_and_the_table_shows_spread(place, caps
     # Nor the sampler's seed: it orders the grid, and grid ids must keep meaning the same points.
     assert main(place.args("--study-name", "lenet5-sgd-lr-bs", "--seed", "7")) == 2
     assert "seed: this study was run with seed=0" in capsys.readouterr().err
+    # A typo is named as one, not as a change of the study's settings.
+    assert main(place.args("--study-name", "lenet5-sgd-lr-bs", "--pruner", "mediam")) == 2
+    assert "pruner: unknown pruner 'mediam' (choose from: none, median" in capsys.readouterr().err
+    assert main(place.args("--study-name", "lenet5-sgd-lr-bs", "--epochs", "0")) == 2
+    assert "epochs: must be >= 1 (got 0)" in capsys.readouterr().err
 
 
 def test_seeds_with_tpe_repeat_each_sampled_configuration(place, capsys, monkeypatch):
