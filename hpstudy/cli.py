@@ -181,8 +181,8 @@ def _exit_stranded(exc: BaseException) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hpstudy.studies.report import best_trial_summary, results_table
-    from hpstudy.studies.runner import (OVERRIDABLE, RunSettings, StudyInterrupted, attach_to_cluster, plan_run,
-                                        run_study)
+    from hpstudy.studies.ray_start import attach_to_cluster
+    from hpstudy.studies.runner import OVERRIDABLE, RunSettings, StudyInterrupted, plan_run, run_study
     from hpstudy.studies.storage import shown
 
     overrides = {k: getattr(args, k) for k in OVERRIDABLE if getattr(args, k) is not None}
@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address,
         mlflow_tracking_uri=args.mlflow_tracking_uri, data_dir=args.data_dir, workdir=args.workdir)
     plan = plan_run(settings)
-    cluster = attach_to_cluster(settings)  # a cluster that refuses this driver is one line, before any other
+    cluster = attach_to_cluster(settings.ray_address)  # a cluster that refuses this driver is one line, before any other
     for warning in plan.warnings:
         print(f"hpstudy: warning: {warning}", file=sys.stderr)
     print(f"hpstudy run: study {plan.study_name!r} ({plan.definition.name}: {plan.sampler} sampler, "

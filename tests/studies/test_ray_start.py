@@ -1,9 +1,9 @@
-"""The local Ray that `hpstudy run` starts and stops (runner.RayStart), with a real Ray."""
+"""The local Ray that `hpstudy run` starts and stops (ray_start.RayStart), with a real Ray."""
 
 import ray
 
 from hpstudy.processes import pid_exists as alive  # Ray reaps the processes it stops: no zombie stays
-from hpstudy.studies.runner import RayStart, stop_autoscaler_monitor
+from hpstudy.studies.ray_start import RayStart, stop_autoscaler_monitor
 
 
 def test_the_monitor_goes_first_while_the_gcs_still_runs_and_stop_leaves_no_ray_process():
@@ -50,7 +50,7 @@ def test_rays_notice_that_token_auth_is_on_is_not_shown(monkeypatch):
 def test_held_stderr_writes_out_what_the_block_wrote_to_fd_2_unless_dropped(capfd):
     import os
 
-    from hpstudy.studies.runner import HeldStderr
+    from hpstudy.studies.ray_start import HeldStderr
 
     with HeldStderr():
         os.write(2, b"kept: a warning of a connection that worked\n")  # as C++ code writes, past sys.stderr
@@ -62,7 +62,7 @@ def test_held_stderr_writes_out_what_the_block_wrote_to_fd_2_unless_dropped(capf
 
 
 def test_a_refused_token_is_told_apart_from_other_connection_errors(monkeypatch):
-    from hpstudy.studies.runner import cluster_refusal
+    from hpstudy.studies.ray_start import cluster_refusal
 
     def raised(inner: Exception) -> Exception:  # as ray.init raises: its ConnectionError from the real cause
         try:

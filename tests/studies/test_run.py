@@ -272,7 +272,7 @@ def test_trial_actors_carry_no_runtime_env_so_the_first_trial_takes_a_worker_ray
     start a new process for the first trial instead of taking an idle worker started with Ray."""
     from ray.tune.execution.class_cache import ENV_VARS_TO_PROPAGATE, _ActorClassCache
 
-    from hpstudy.studies.runner import let_trials_take_prestarted_workers
+    from hpstudy.studies.ray_start import let_trials_take_prestarted_workers
 
     for name in ENV_VARS_TO_PROPAGATE:  # a driver's AWS keys would go along: none set here
         monkeypatch.delenv(name, raising=False)
