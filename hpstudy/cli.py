@@ -193,7 +193,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpus_per_trial=args.gpus_per_trial, ray_address=args.ray_address,
         mlflow_tracking_uri=args.mlflow_tracking_uri, data_dir=args.data_dir, workdir=args.workdir)
     plan = plan_run(settings)
-    cluster = attach_to_cluster(settings.ray_address)  # a cluster that refuses this driver is one line, before any other
+    # A cluster that refuses this driver is one line, before any other output.
+    cluster = attach_to_cluster(settings.ray_address)
     for warning in plan.warnings:
         print(f"hpstudy: warning: {warning}", file=sys.stderr)
     print(f"hpstudy run: study {plan.study_name!r} ({plan.definition.name}: {plan.sampler} sampler, "

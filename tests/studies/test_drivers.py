@@ -106,7 +106,10 @@ def test_a_killed_driver_is_taken_over_by_the_others(tmp_path, postgres, staged,
         assert time.time() < deadline, (tmp_path / "victim.log").read_text()[-2000:]
         time.sleep(0.5)
         try:
-            trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False)
+            # Through hpstudy's opening, whose lock serialises the creation of Optuna's tables: a plain
+            # load_study here raced the victim's and failed once with a duplicate type in pg_type.
+            study = optuna.load_study(study_name=STUDY, storage=storages.open_storage(storage))
+            trials = study.get_trials(deepcopy=False)
         except KeyError:
             continue
         taken = [t for t in trials if t.state.name == "RUNNING" and "checkpoint" in t.user_attrs]
