@@ -20,6 +20,8 @@ metrics from the run, which the next driver marks KILLED (Optuna keeps each epoc
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -29,14 +31,92 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune.callback import Callback
 
+from hpstudy.processes import pid_exists
+from hpstudy.studies import storage as storages
 from hpstudy.studies.optuna_tune import StudyBridge
 from hpstudy.studies.storage import set_trial_attrs
+
+log = logging.getLogger(__name__)
 
 STUDY_TAG = "hpstudy.study"
 _EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s", "images_per_s")
 METRICS_EVERY_S = 5.0
 # MLflow takes at most 1,000 metrics, params and tags in all per log_batch; the outcome's tags go first.
 _MAX_METRICS_PER_BATCH = 990
+
+
+SCHEMA_WAIT_S = 2.0  # how long another process's migration may stand still before it is taken as done
+
+
+def prepare_sqlite_store(tracking_uri: str) -> None:
+    """A new SQLite store appears whole, and an existing one is opened only once nobody migrates it.
+
+    MLflow creates a new database in place, in about 40 migrations over 1.5-3 s, with no lock, and an MLflow
+    process that opens the file meanwhile (`mlflow ui`, which the README runs beside a study) migrates it
+    too. Started 3-4.5 s after `hpstudy run` (while the driver migrated), such an open made 4 of 6 runs
+    fail with a traceback, and 2 of them left mlflow.db broken for good (a leftover `_alembic_tmp_*`
+    table; session 16). So a new store's tables are made in a temporary file beside it, which is then
+    linked into place only if no file appeared meanwhile; if one did, or one was there, its schema is
+    waited for while another process moves it towards MLflow's latest revision."""
+    if not tracking_uri.startswith(storages.SQLITE):
+        return
+    from mlflow.store.db import utils as db_utils
+
+    path = storages.file_path(tracking_uri).resolve()
+    _remove_stale_temporaries(path)
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            engine = db_utils.create_sqlalchemy_engine(f"sqlite:///{temporary}")
+            try:
+                db_utils._initialize_tables(engine)
+            finally:
+                engine.dispose()
+            try:
+                os.link(temporary, path)  # fails if the file appeared meanwhile: never replaces one
+                return
+            except FileExistsError:
+                pass  # another process made it first: wait for its schema below
+            except OSError:  # a file system without hard links: a rename, checked just before
+                if not path.exists():
+                    os.rename(temporary, path)
+                    return
+        finally:
+            temporary.unlink(missing_ok=True)
+    _wait_while_migrated(f"sqlite:///{path}", db_utils)
+
+
+def _wait_while_migrated(url: str, db_utils) -> None:
+    """Until the store's schema is at MLflow's latest revision, for as long as it keeps changing (another
+    process is migrating it). A schema that stands still elsewhere is left to MLflow (an older one needs
+    `mlflow db upgrade`, which MLflow says)."""
+    latest = db_utils._get_latest_schema_revision()
+    engine = db_utils.create_sqlalchemy_engine(url)
+    try:
+        seen, since = None, time.monotonic()
+        while True:
+            try:
+                revision = db_utils._get_schema_version(engine) if db_utils._all_tables_exist(engine) else None
+            except Exception:  # a table mid-rebuild by the other process
+                revision = "?"
+            if revision == latest:
+                return
+            if revision != seen:
+                seen, since = revision, time.monotonic()
+            elif time.monotonic() - since > SCHEMA_WAIT_S:
+                return
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary stores left by a killed driver (its pid is in the name)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):  # with SQLite's -journal beside it
+        pid = stale.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not pid_exists(int(pid)):
+            stale.unlink(missing_ok=True)
+            log.info("removed %s, a temporary MLflow store of a driver that was killed", stale)
 
 
 def local_artifact_root(tracking_uri: str, workdir: Path) -> str | None:
