@@ -72,8 +72,9 @@ print(json.dumps(trials))
 
 def configurations(data_dir: str, threads: int, epochs: int) -> tuple[list[dict], list[dict]]:
     """The study's trials as TrainConfig values, taken from the same plan `hpstudy run` makes, and the
-    grid point (Optuna's params) of each."""
-    plan = plan_run(RunSettings(definition=DEFINITION, storage="sqlite:///:memory:", epochs=epochs, seeds=SEEDS,
+    grid point (Optuna's params) of each. (Planning writes nothing: the storage file is never made.)"""
+    storage = f"sqlite:///{Path(data_dir).parent}/unused.db"
+    plan = plan_run(RunSettings(definition=DEFINITION, storage=storage, epochs=epochs, seeds=SEEDS,
                                 overrides=SIZES, cpus_per_trial=threads, data_dir=data_dir))
     suggest = plan.suggest()  # the parameters a trial at each grid point gets, seed included
     points = grid_points(plan.grid)

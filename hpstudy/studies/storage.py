@@ -85,6 +85,9 @@ def check_file_url(field_name: str, url: str, path: Path) -> None:
     """A file URL (a storage's or MLflow's) names a file in a directory this process can write in."""
     if not str(path) or path.name in ("", ".", ".."):
         raise ConfigError(field_name, f"{url}: no file name")
+    if path.name == ":memory:":  # MLflow's store failed with a traceback after the study was written
+        raise ConfigError(field_name, f"{url}: an in-memory database ends with this process and is not shared "
+                                      f"between its threads: name a file (sqlite:///FILE)")
     if not path.parent.is_dir():
         raise ConfigError(field_name, f"{url}: directory {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):

@@ -56,6 +56,9 @@ def run_case(*args, field, **kw) -> Case:
 
 CASES: dict[str, Case] = {
     # --- storage URLs: malformed, unsupported, missing directories, not a database
+    "storage sqlite:///:memory:": run_case("lenet5-sgd-lr-bs", "--storage", "sqlite:///:memory:", field="storage"),
+    "mlflow in memory": run_case("lenet5-sgd-lr-bs", "--mlflow-tracking-uri", "sqlite:///:memory:",
+                                 field="mlflow_tracking_uri"),
     "storage sqlite:/x.db": run_case("lenet5-sgd-lr-bs", "--storage", "sqlite:/x.db", field="storage",
                                      absent=("/x.db", "x.db")),
     "storage postgres//": run_case("lenet5-sgd-lr-bs", "--storage", "postgres//", field="storage"),
