@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -320,6 +321,13 @@ def _first_point(space) -> dict[str, Any]:
 _TUNE_RESTORE_ADVICE = WithoutMessage("Tuner.restore(")
 
 
+def tune_run_name(study_name: str, driver_id: str, round_: int) -> str:
+    """The folder of one Tune run under the work dir's ray/: a study may be named anything Optuna takes
+    ("a/b", "../x"), and a folder name must stay one folder inside it."""
+    safe = re.sub(r"[^\w.-]+", "_", study_name).strip(".") or "study"
+    return f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}-{driver_id[:6]}-{round_}"
+
+
 class StudyInterrupted(Exception):
     """The driver stopped (a signal) with trials unfinished; they are re-queued for the next run."""
 
@@ -483,7 +491,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
                     num_samples=-1, max_concurrent_trials=settings.max_concurrent, reuse_actors=True,
                     trial_dirname_creator=lambda t: f"optuna-{t.config['optuna_trial_number']:04d}"),
                 run_config=tune.RunConfig(
-                    name=f"{plan.study_name}-{time.strftime('%Y%m%d-%H%M%S')}-{lease.id[:6]}-{rounds}",
+                    name=tune_run_name(plan.study_name, lease.id, rounds),
                     storage_path=str(workdir / "ray"),
                     failure_config=tune.FailureConfig(max_failures=2),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

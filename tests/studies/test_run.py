@@ -401,3 +401,12 @@ def test_a_trial_stopped_in_a_long_step_hands_its_actor_to_the_next_trial(tmp_pa
     rows = [r.metrics for r in results]
     assert [r["epoch"] for r in rows] == [1, 1], rows
     assert rows[0]["pid"] == rows[1]["pid"], "the stopped trial's actor was not reused"
+
+
+def test_a_tune_run_folder_stays_one_folder_whatever_the_study_is_called():
+    from hpstudy.studies.runner import tune_run_name
+
+    for study_name in ("a/b", "../../x", "..", "étude 1", "lenet5-sgd-lr-bs"):
+        name = tune_run_name(study_name, "0123456789", 2)
+        assert "/" not in name and not name.startswith(".") and name.endswith("-012345-2"), name
+    assert tune_run_name("lenet5-sgd-lr-bs", "abcdef", 1).startswith("lenet5-sgd-lr-bs-")
