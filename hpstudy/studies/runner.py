@@ -398,7 +398,7 @@ def run_study(plan: Plan, on_ready: Callable[[], None] | None = None,
 
             from hpstudy.studies import mlflow_tracking
 
-            mlflow_tracking.prepare_sqlite_store(settings.mlflow_tracking_uri)
+            mlflow_tracking.prepare_store(settings.mlflow_tracking_uri)
             client = MlflowClient(settings.mlflow_tracking_uri)  # creates MLflow's tables on first use
             attr = dict(study.user_attrs.get(ATTR) or plan.stored or plan.study_attr())
             parent = (attr.get("mlflow") or {}).get("parent_run_id")

@@ -1,5 +1,6 @@
-"""The SQLite MLflow store a study opens, while another MLflow process (`mlflow ui`, as the README runs it
-beside a study) opens the same file: real MLflow on both sides, the other side in its own process."""
+"""The MLflow store a study opens while other MLflow processes (`mlflow ui`, as the README runs it beside a
+study; `mlflow server`) open the same database: real MLflow on both sides, the others in their own
+processes; SQLite files, and a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -91,3 +92,46 @@ def test_temporary_stores_of_killed_drivers_are_removed(tmp_path):
     mlflow_tracking.prepare_sqlite_store(f"sqlite:///{path}")
     assert not any(file.exists() for file in stale)
     assert live.exists() and _at_latest_revision(path)
+
+
+# Another MLflow process on a PostgreSQL database: imports, says so, opens the store at its cue. It may lose
+# the race itself (MLflow's own open; not ours to change): it says which.
+OTHER_PG = """
+import os, sys, time
+import psycopg
+from mlflow.tracking import MlflowClient
+url, cue = sys.argv[1], sys.argv[2]
+MlflowClient(f"sqlite:///{cue}-{os.getpid()}.db").search_experiments()  # MLflow's store code, loaded
+print("ready", flush=True)
+while not os.path.exists(cue):
+    time.sleep(0.002)
+try:
+    MlflowClient(url).search_experiments()
+    print("opened", flush=True)
+except Exception as exc:
+    print("lost", type(exc).__name__, flush=True)
+"""
+
+
+def test_a_new_postgresql_store_created_by_others_at_the_same_moment_is_opened(postgres, tmp_path):
+    # Two other processes open each new database, and the driver just after them, while their migration is
+    # under way. PostgreSQL migrates in one transaction, so a loser sees a duplicate key and the database
+    # stays whole.
+    __import__("psycopg")  # loaded before the race, as in the others
+    MlflowClient(f"sqlite:///{tmp_path}/warm.db").search_experiments()
+    urls = [postgres.create_database(f"mlflow_race_{k}") for k in range(4)]
+    others = []
+    for k, url in enumerate(urls):
+        for _ in range(2):
+            proc = subprocess.Popen([sys.executable, "-c", OTHER_PG, url, str(tmp_path / f"go{k}")],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            others.append(proc)
+    for proc in others:
+        assert proc.stdout.readline().strip() == "ready"
+    for k, url in enumerate(urls):
+        (tmp_path / f"go{k}").touch()
+        time.sleep(0.1)  # the others begin first: their migration is under way, not yet committed (about 1 s)
+        mlflow_tracking.prepare_store(url)  # raises if it lost
+        assert MlflowClient(url).get_experiment("0") is not None
+    for proc in others:
+        proc.wait(timeout=120)
