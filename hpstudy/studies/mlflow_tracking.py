@@ -52,36 +52,25 @@ def prepare_store(tracking_uri: str) -> None:
     """MLflow's store made or opened safely beside other MLflow processes on the same database (`mlflow ui`,
     `mlflow server`), which take none of hpstudy's locks. A tracking server (http) does this itself."""
     if tracking_uri.startswith(storages.SQLITE):
-        prepare_sqlite_store(tracking_uri)
+        _prepare_sqlite_store(tracking_uri)
     elif tracking_uri.startswith(storages.POSTGRES):
         _open_postgres_store(tracking_uri)
 
 
-# What PostgreSQL says to the loser of two processes creating MLflow's tables in one new database.
-_CREATED_MEANWHILE = ("duplicate key", "already exists")
-
-
 def _open_postgres_store(tracking_uri: str) -> None:
     """MLflow migrates a new PostgreSQL database in one transaction, so the process that loses the race to
-    create it only sees a duplicate key, and the database stays whole: it is opened again once the other
-    process's migration has committed. Two plain MLflow processes on one new database: 4 of 8 opens lost
-    (session 16)."""
-    for attempt in range(4):
-        try:
-            MlflowClient(tracking_uri).search_experiments(max_results=1)  # makes the store, tables included
-            return
-        except Exception as exc:
-            if attempt == 3 or not any(text in str(exc) for text in _CREATED_MEANWHILE):
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    create it only sees a duplicate key, and the database stays whole: it is opened again."""
+    # search_experiments makes the store, tables included
+    storages.open_beside_other_creators(lambda: MlflowClient(tracking_uri).search_experiments(max_results=1))
 
 
-def prepare_sqlite_store(tracking_uri: str) -> None:
+def _prepare_sqlite_store(tracking_uri: str) -> None:
     """A new SQLite store appears whole, and an existing one is opened only once nobody migrates it.
 
     MLflow creates a new database in place, in about 40 migrations over 1.5-3 s, with no lock, and an MLflow
     process that opens the file meanwhile (`mlflow ui`, which the README runs beside a study) migrates it
-    too. Started 3-4.5 s after `hpstudy run` (while the driver migrated), such an open made 4 of 6 runs
+    too (MLflow's own `_safe_initialize_tables`, a lock file named after the URL's text, is not used by
+    its tracking store). Started 3-4.5 s after `hpstudy run` (while the driver migrated), such an open made 4 of 6 runs
     fail with a traceback, and 2 of them left mlflow.db broken for good (a leftover `_alembic_tmp_*`
     table; session 16). So a new store's tables are made in a temporary file beside it, which is then
     linked into place only if no file appeared meanwhile; if one did, or one was there, its schema is

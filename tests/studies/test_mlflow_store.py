@@ -55,7 +55,7 @@ def test_a_new_store_appears_whole_to_another_mlflow_process(tmp_path):
     # failed that way, 2 leaving the file broken for good).
     path = tmp_path / "mlflow.db"
     other = _other(path, "file")
-    mlflow_tracking.prepare_sqlite_store(f"sqlite:///{path}")
+    mlflow_tracking.prepare_store(f"sqlite:///{path}")
     MlflowClient(f"sqlite:///{path}").search_experiments()
     out, err = other.communicate(timeout=120)
     assert other.returncode == 0, err
@@ -74,7 +74,7 @@ def test_a_store_another_process_is_creating_is_opened_once_it_is_whole(tmp_path
     while not path.exists():
         assert time.monotonic() < deadline, other.stderr.read()
         time.sleep(0.005)
-    mlflow_tracking.prepare_sqlite_store(f"sqlite:///{path}")
+    mlflow_tracking.prepare_store(f"sqlite:///{path}")
     assert _at_latest_revision(path)
     MlflowClient(f"sqlite:///{path}").search_experiments()
     out, err = other.communicate(timeout=120)
@@ -89,7 +89,7 @@ def test_temporary_stores_of_killed_drivers_are_removed(tmp_path):
     live = tmp_path / f".mlflow.db.{os.getppid()}.tmp"  # a driver still at it (pytest's parent lives)
     for file in (*stale, live):
         file.write_bytes(b"")
-    mlflow_tracking.prepare_sqlite_store(f"sqlite:///{path}")
+    mlflow_tracking.prepare_store(f"sqlite:///{path}")
     assert not any(file.exists() for file in stale)
     assert live.exists() and _at_latest_revision(path)
 
